@@ -1,27 +1,158 @@
-"""HTTP adapters: Starlette/FastAPI request in, response out. (stub, being built)"""
+"""HTTP adapters: a Starlette/FastAPI `Request` in, a response out.
+
+`function_app.py` calls these; so does the local host. All logic lives in the
+router and the gateway; these functions translate, and map every error to an
+OpenAI-style body in one place (`responses.error_response`).
+"""
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+import asyncio
+import time
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+from urllib.parse import unquote
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+
+from shared.errors import ConfigError, ConfigUnavailable, GatewayError, NotFound, PayloadTooLarge
+from shared.gateway import Gateway, config_error, get_gateway
+
+from .request import decode_body, parse_chat_request
+from .responses import SSE_HEADERS, error_response, internal_error, json_response, route_headers, sse_stream
+
+Handler = Callable[[Request, Gateway], Awaitable[Response]]
 
 
-def _stub(name):
-    async def handler(req: Request) -> Response:
-        return JSONResponse({"error": {"message": f"{name} not implemented yet", "type": "server_error", "param": None, "code": "not_implemented"}}, status_code=501)
-    handler.__name__ = name
-    return handler
+def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Resolve the gateway and turn every error into an OpenAI-style response."""
+
+    async def endpoint(req: Request) -> Response:
+        try:
+            gateway = get_gateway()
+        except ConfigError as exc:
+            return error_response(ConfigUnavailable(str(exc)))
+        try:
+            await gateway.start()
+            return await handler(req, gateway)
+        except GatewayError as err:
+            return error_response(err)
+        except ClientDisconnect:
+            return Response(status_code=499)
+        except Exception as exc:  # never a traceback to the caller
+            return internal_error(exc)
+
+    endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
 
 
-chat_completions = _stub("chat_completions")
-route_decision = _stub("route_decision")
-list_models = _stub("list_models")
-routing_routes = _stub("routing_routes")
-breakers_status = _stub("breakers_status")
-breaker_reset = _stub("breaker_reset")
-breaker_isolate = _stub("breaker_isolate")
-routing_costs = _stub("routing_costs")
+async def _read_body(req: Request, limit: int) -> bytes:
+    declared = req.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+    parts = []
+    size = 0
+    async for part in req.stream():
+        size += len(part)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        parts.append(part)
+    return b"".join(parts)
+
+
+async def _chat_request(req: Request, gateway: Gateway):
+    limits = gateway.config.limits
+    body = decode_body(await _read_body(req, limits.max_body_bytes), limits)
+    return parse_chat_request(body, limits, req.headers)
+
+
+@_endpoint
+async def chat_completions(req: Request, gateway: Gateway) -> Response:
+    """POST /api/v1/chat/completions: OpenAI-compatible, routed, streamed or not."""
+    request = await _chat_request(req, gateway)
+    if not request.stream:
+        completion = await gateway.router.complete(request)
+        return json_response(completion, 200, route_headers(completion.get("route")))
+    routed = await gateway.router.open_stream(request)
+    headers = {**route_headers(routed.route()), **SSE_HEADERS}
+    return StreamingResponse(sse_stream(routed, routed.aclose), media_type="text/event-stream", headers=headers)
+
+
+@_endpoint
+async def route_decision(req: Request, gateway: Gateway) -> Response:
+    """POST /api/v1/route: the routing decision for a request, without calling a provider."""
+    request = await _chat_request(req, gateway)
+    decision = await gateway.explain(request)
+    return json_response({"route": decision}, 200, route_headers({**decision, "attempts": [
+        {"provider": s["provider"], "outcome": "skipped", "reason": s["reason"]} for s in decision["skipped"]
+    ]}))
+
+
+@_endpoint
+async def list_models(req: Request, gateway: Gateway) -> Response:
+    """GET /api/v1/models: `auto`, every route and every provider, in the OpenAI list format."""
+    owned = "llm-router-gateway"
+    data = [{"id": "auto", "object": "model", "created": 0, "owned_by": owned}]
+    data += [{"id": name, "object": "model", "created": 0, "owned_by": owned} for name in gateway.config.routes]
+    data += [{"id": name, "object": "model", "created": 0, "owned_by": p.kind}
+             for name, p in gateway.config.providers.items()]
+    return json_response({"object": "list", "data": data})
+
+
+@_endpoint
+async def routing_routes(req: Request, gateway: Gateway) -> Response:
+    """GET /api/routing/routes: the effective route table, providers and prices (no secrets)."""
+    return json_response(gateway.routes_view())
+
+
+@_endpoint
+async def breakers_status(req: Request, gateway: Gateway) -> Response:
+    """GET /api/routing/breakers: every breaker's shared state as this instance sees it."""
+    return json_response({"breakers": await gateway.breakers.status()})
+
+
+def _path_provider(req: Request, gateway: Gateway) -> str:
+    parts = req.url.path.rstrip("/").split("/")
+    name = unquote(parts[-2]) if len(parts) >= 2 else ""
+    if name not in gateway.config.providers:
+        raise NotFound(f"no provider named {name[:100]!r}", param="provider", code="provider_not_found")
+    return name
+
+
+@_endpoint
+async def breaker_reset(req: Request, gateway: Gateway) -> Response:
+    """POST /api/routing/breakers/{provider}/reset (admin): close the breaker."""
+    name = _path_provider(req, gateway)
+    await gateway.breakers.reset(name)
+    return json_response({"provider": name, "action": "reset", "breakers": await gateway.breakers.status()})
+
+
+@_endpoint
+async def breaker_isolate(req: Request, gateway: Gateway) -> Response:
+    """POST /api/routing/breakers/{provider}/isolate (admin): hold the breaker open until reset."""
+    name = _path_provider(req, gateway)
+    await gateway.breakers.isolate(name)
+    return json_response({"provider": name, "action": "isolate", "breakers": await gateway.breakers.status()})
+
+
+@_endpoint
+async def routing_costs(req: Request, gateway: Gateway) -> Response:
+    """GET /api/routing/costs?from=&to=&group_by=: usage and cost totals with the saving."""
+    return json_response(await gateway.cost_report(dict(req.query_params), datetime.now(timezone.utc)))
 
 
 async def health(req: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    """GET /api/health (anonymous): liveness and config status; `?deep=true` probes providers."""
+    try:
+        gateway = get_gateway()
+    except ConfigError as exc:
+        return json_response({"status": "error", "config": {"status": "invalid", "source": exc.source,
+                                                            "problems": exc.problems}}, 503)
+    try:
+        await gateway.start()
+        body = await gateway.health(deep=req.query_params.get("deep", "").lower() in ("1", "true", "yes"))
+        return json_response(body)
+    except Exception as exc:
+        return internal_error(exc)

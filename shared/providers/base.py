@@ -28,6 +28,11 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     """The caller asked for the final usage chunk (`stream_options.include_usage`)."""
+    task_type: str | None = None
+    """Routing hint: force the task type (the `X-Task-Type` header or `task_type` field)."""
+    strategy: str | None = None
+    """Routing hint: the strategy for this request (the `X-Routing-Strategy` header)."""
+    request_id: str | None = None
 
 
 # Failure kinds. Everything but "rejected" and "auth" is retryable on another

@@ -1,0 +1,192 @@
+"""One shared aiohttp session per instance, and provider HTTP calls with timeouts.
+
+Maps every transport failure to a `ProviderError` kind, bounds response sizes,
+and yields stream lines as they arrive (no buffering beyond one network read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, AsyncIterator, Mapping
+
+import aiohttp
+
+from shared.config import Timeouts
+
+from .base import CONNECT, PROTOCOL, STREAM_BROKEN, TIMEOUT, TOO_LARGE, ProviderError, kind_for_status
+
+
+class HttpClient:
+    """Owns the instance's single `aiohttp.ClientSession` (created on first use)."""
+
+    def __init__(self, *, limit: int = 256, limit_per_host: int = 0) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._limit = limit
+        self._limit_per_host = limit_per_host
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._limit, limit_per_host=self._limit_per_host,
+                ttl_dns_cache=300, enable_cleanup_closed=True,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                json_serialize=json.dumps,
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    def open_connections(self) -> int:
+        """Connections held by the pool (acquired plus idle), for leak checks."""
+        if self._session is None or self._session.closed:
+            return 0
+        conn = self._session.connector
+        acquired = len(getattr(conn, "_acquired", ()))
+        idle = sum(len(v) for v in getattr(conn, "_conns", {}).values())
+        return acquired + idle
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+
+def _timeout(t: Timeouts) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, connect=t.connect_seconds, sock_connect=t.connect_seconds)
+
+
+async def send(
+    client: HttpClient,
+    provider: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: Any,
+    timeouts: Timeouts,
+) -> aiohttp.ClientResponse:
+    """POST JSON and return the response once its headers arrived with a 2xx status.
+
+    An error status raises `ProviderError` with the parsed error body and Retry-After.
+    """
+    try:
+        async with asyncio.timeout(timeouts.first_byte_seconds):
+            resp = await client.session.post(
+                url, data=json.dumps(body).encode(), headers={**headers, "Content-Type": "application/json"},
+                timeout=_timeout(timeouts), allow_redirects=False,
+            )
+    except TimeoutError:
+        raise ProviderError(provider, TIMEOUT, f"no response headers within {timeouts.first_byte_seconds:g}s") from None
+    except aiohttp.ClientConnectorError as exc:
+        raise ProviderError(provider, CONNECT, f"cannot connect ({_oserror(exc)})") from None
+    except aiohttp.ServerDisconnectedError:
+        raise ProviderError(provider, CONNECT, "server closed the connection before responding") from None
+    except (aiohttp.ClientResponseError, aiohttp.ClientPayloadError) as exc:
+        raise ProviderError(provider, PROTOCOL, f"malformed HTTP response ({type(exc).__name__})") from None
+    except aiohttp.ClientError as exc:
+        raise ProviderError(provider, CONNECT, f"connection failed ({type(exc).__name__})") from None
+    if resp.status >= 400 or resp.status < 200:
+        await _raise_status(provider, resp)
+    return resp
+
+
+async def _raise_status(provider: str, resp: aiohttp.ClientResponse) -> None:
+    from shared.resilience.retry_after import parse_retry_after
+
+    body: Any = None
+    try:
+        async with asyncio.timeout(5):
+            raw = await resp.content.read(64 * 1024)
+        body = json.loads(raw) if raw else None
+    except Exception:
+        body = None
+    finally:
+        resp.release()
+    retry_after = parse_retry_after(resp.headers, time.time())
+    message = _error_message(body) or resp.reason or "error"
+    raise ProviderError(
+        provider, kind_for_status(resp.status), f"HTTP {resp.status}: {message}",
+        status=resp.status, retry_after=retry_after, body=body if isinstance(body, dict) else None,
+    )
+
+
+def _error_message(body: Any) -> str | None:
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"][:300]
+        if isinstance(err, str):
+            return err[:300]
+    return None
+
+
+def _oserror(exc: aiohttp.ClientConnectorError) -> str:
+    os_err = getattr(exc, "os_error", None)
+    return (os_err.strerror if os_err and os_err.strerror else type(exc).__name__)
+
+
+async def read_json(provider: str, resp: aiohttp.ClientResponse, timeouts: Timeouts, max_bytes: int) -> Any:
+    """Read a whole JSON body, bounded in size and time."""
+    try:
+        async with asyncio.timeout(timeouts.total_seconds):
+            chunks = []
+            size = 0
+            async for data in resp.content.iter_any():
+                size += len(data)
+                if size > max_bytes:
+                    raise ProviderError(provider, TOO_LARGE, f"response larger than {max_bytes} bytes")
+                chunks.append(data)
+    except TimeoutError:
+        raise ProviderError(provider, TIMEOUT, f"response body not complete within {timeouts.total_seconds:g}s") from None
+    except aiohttp.ClientError as exc:
+        raise ProviderError(provider, CONNECT, f"connection broke while reading the body ({type(exc).__name__})") from None
+    finally:
+        resp.release()
+    try:
+        return json.loads(b"".join(chunks))
+    except ValueError:
+        raise ProviderError(provider, PROTOCOL, "response body is not valid JSON") from None
+
+
+async def iter_lines(
+    provider: str, resp: aiohttp.ClientResponse, idle_seconds: float, max_bytes: int
+) -> AsyncIterator[bytes]:
+    """Yield the body's lines (without line endings) as each network read delivers them.
+
+    A silence longer than `idle_seconds` or a body over `max_bytes` ends the stream
+    with a `ProviderError`. The response is released when the iterator is closed.
+    """
+    buffer = b""
+    size = 0
+    content = resp.content
+    finished = False
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(idle_seconds):
+                    data = await content.readany()
+            except TimeoutError:
+                raise ProviderError(provider, TIMEOUT, f"stream stalled: no data for {idle_seconds:g}s") from None
+            except aiohttp.ClientError as exc:
+                raise ProviderError(provider, STREAM_BROKEN, f"stream broke ({type(exc).__name__})") from None
+            if not data:
+                finished = True
+                if buffer.strip():
+                    yield buffer
+                return
+            size += len(data)
+            if size > max_bytes:
+                raise ProviderError(provider, TOO_LARGE, f"stream larger than {max_bytes} bytes")
+            buffer += data
+            if b"\n" not in data:
+                continue
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                yield line.rstrip(b"\r")
+    finally:
+        # A stream read to its end goes back to the pool; an abandoned one is closed,
+        # which cancels the upstream request at once.
+        resp.release() if finished else resp.close()

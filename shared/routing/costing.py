@@ -1,0 +1,41 @@
+"""Token usage and cost of one completion (reported usage, or an estimate flagged as such)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.config import ProviderConfig
+
+from .strategies import RequestShape
+
+
+def _tokens(usage: Any) -> tuple[int, int] | None:
+    if isinstance(usage, dict):
+        p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(p, int) and isinstance(c, int) and p >= 0 and c >= 0:
+            return p, c
+    return None
+
+
+def completion_usage(result: dict[str, Any], shape: RequestShape) -> tuple[dict[str, int], bool]:
+    reported = _tokens(result.get("usage"))
+    if reported:
+        return {"prompt_tokens": reported[0], "completion_tokens": reported[1]}, False
+    chars = 0
+    for choice in result.get("choices") or ():
+        content = (choice.get("message") or {}).get("content")
+        if isinstance(content, str):
+            chars += len(content)
+    return {"prompt_tokens": shape.prompt_tokens, "completion_tokens": max(1, chars // 4) if chars else 0}, True
+
+
+def stream_usage(usage: Any, shape: RequestShape, completion_chars: int) -> tuple[dict[str, int], bool]:
+    reported = _tokens(usage)
+    if reported:
+        return {"prompt_tokens": reported[0], "completion_tokens": reported[1]}, False
+    return {"prompt_tokens": shape.prompt_tokens, "completion_tokens": max(1, completion_chars // 4) if completion_chars else 0}, True
+
+
+def cost_of(provider: ProviderConfig, usage: dict[str, int]) -> float:
+    price = provider.price
+    return (price.input_per_1k * usage["prompt_tokens"] + price.output_per_1k * usage["completion_tokens"]) / 1000.0

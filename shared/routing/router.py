@@ -1,0 +1,229 @@
+"""The routing provider: plans a request, then tries candidates in order with failover.
+
+It implements the same `ChatProvider` protocol as a single provider (`complete`,
+`stream`), so code written against one provider works unchanged against it.
+Completions carry their routing decision under a `route` key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any, AsyncIterator, Callable, Mapping
+
+from shared.config import GatewayConfig
+from shared.errors import AllProvidersFailed, DeadlineExceeded, GatewayError, UpstreamRejected
+from shared.providers.base import AUTH, UNAVAILABLE, ChatProvider, ChatRequest, Chunk, Completion, ProviderError
+
+from .attempts import Attempt, failure_class, failure_reason
+from .costing import completion_usage, cost_of
+from .latency import LatencyTracker
+from .observer import NULL_OBSERVER, Observer
+from .planner import Decision, Planner
+from .streaming import RoutedStream, open_candidate_stream
+
+
+class Router:
+    name = "router"
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        providers: Mapping[str, ChatProvider],
+        breakers: Any,
+        planner: Planner,
+        latency: LatencyTracker,
+        *,
+        observer: Observer = NULL_OBSERVER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.providers = providers
+        self.breakers = breakers
+        self.planner = planner
+        self.latency = latency
+        self.observer = observer
+        self.clock = clock
+
+    # -- decision only ---------------------------------------------------------
+    def decide(self, request: ChatRequest) -> Decision:
+        return self.planner.plan(request)
+
+    # -- ChatProvider --------------------------------------------------------------
+    async def complete(self, request: ChatRequest) -> Completion:
+        started = self.clock()
+        request.request_id = request.request_id or uuid.uuid4().hex
+        decision = self.decide(request)
+        self.observer.route_decided(decision)
+        attempts: list[Attempt] = []
+        deadline = started + self.config.limits.total_timeout_seconds
+        retry_after: float | None = None
+        for name in decision.candidates[: self.config.limits.max_attempts]:
+            provider = self.providers[name]
+            if not self.config.providers[name].enabled:
+                attempts.append(Attempt(name, "skipped", "disabled"))
+                continue
+            admission = await self.breakers.admit(name)
+            if not admission.allowed:
+                attempts.append(Attempt(name, "skipped", admission.reason or f"breaker {admission.state}"))
+                retry_after = _min(retry_after, admission.retry_after)
+                continue
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                await self.breakers.release(admission)
+                self._finish_failed(request, decision, attempts, 504, started)
+                raise self._deadline(decision, attempts)
+            note_failover(self.observer, attempts, name)
+            t0 = self.clock()
+            try:
+                async with asyncio.timeout(remaining):
+                    result = await self._call(provider, request)
+            except ProviderError as err:
+                elapsed = (self.clock() - t0) * 1000
+                retry_after = _min(retry_after, err.retry_after)
+                if err.kind == UNAVAILABLE:
+                    await self.breakers.release(admission)
+                    attempts.append(Attempt(name, "skipped", err.message))
+                    continue
+                if not err.retryable:
+                    await self.breakers.release(admission)
+                    attempts.append(Attempt(name, "rejected", failure_reason(err), err.status, elapsed))
+                    self._finish_failed(request, decision, attempts, err.status or 400, started)
+                    raise _rejected(err, decision, attempts) from None
+                await self.breakers.record(admission, ok=False, failure_class=failure_class(err), retry_after=err.retry_after)
+                attempts.append(Attempt(name, "failed", failure_reason(err), err.status, elapsed))
+                self.observer.attempt_failed(name, failure_class(err), elapsed / 1000, err.status)
+                continue
+            except TimeoutError:
+                await self.breakers.record(admission, ok=False, failure_class="timeout")
+                attempts.append(Attempt(name, "failed", "deadline", None, (self.clock() - t0) * 1000))
+                self._finish_failed(request, decision, attempts, 504, started)
+                raise self._deadline(decision, attempts) from None
+            except asyncio.CancelledError:
+                await self.breakers.release(admission)
+                raise
+            elapsed = (self.clock() - t0) * 1000
+            await self.breakers.record(admission, ok=True, latency=elapsed / 1000)
+            self.latency.observe(name, elapsed)
+            attempts.append(Attempt(name, "ok", status=200, latency_ms=elapsed))
+            return self._finish_ok(request, decision, attempts, name, result, started)
+        self._finish_failed(request, decision, attempts, 503, started)
+        raise _all_failed(decision, attempts, retry_after)
+
+    async def _call(self, provider: ChatProvider, request: ChatRequest) -> Completion:
+        try:
+            return await provider.complete(request)
+        except ProviderError as err:
+            # Key rotation: re-read the secret once; retry only if it changed.
+            auth = getattr(provider, "auth", None)
+            if err.kind == AUTH and auth is not None and await auth.rotate():
+                return await provider.complete(request)
+            raise
+
+    async def open_stream(self, request: ChatRequest) -> RoutedStream:
+        """Fail over until a provider produces its first content token, then commit to it."""
+        return await open_candidate_stream(self, request)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        routed = await self.open_stream(request)
+        try:
+            async for chunk in routed:
+                yield chunk
+        finally:
+            await routed.aclose()
+
+    # -- bookkeeping -------------------------------------------------------------
+    def _finish_ok(self, request, decision, attempts, name, result, started) -> Completion:
+        pcfg = self.config.providers[name]
+        usage, estimated = completion_usage(result, decision.shape)
+        cost = cost_of(pcfg, usage)
+        latency_ms = (self.clock() - started) * 1000
+        result["route"] = route_info(decision, attempts, pcfg.name, pcfg.model, request.request_id, cost, estimated)
+        self.observer.completed(
+            request_id=request.request_id, provider=name, model=pcfg.model, task_type=decision.task_type,
+            strategy=decision.strategy, status=200, latency_ms=latency_ms, ttft_ms=None,
+            prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"],
+            cost_usd=cost, estimated=estimated, stream=False,
+            candidates=decision.candidates, confidence=decision.confidence,
+        )
+        return result
+
+    def _finish_failed(self, request, decision, attempts, status, started) -> None:
+        self.observer.completed(
+            request_id=request.request_id, provider=None, model=None, task_type=decision.task_type,
+            strategy=decision.strategy, status=status, latency_ms=(self.clock() - started) * 1000, ttft_ms=None,
+            prompt_tokens=0, completion_tokens=0, cost_usd=0.0, estimated=False, stream=request.stream,
+            candidates=decision.candidates, confidence=decision.confidence,
+        )
+
+    def _deadline(self, decision: Decision, attempts: list[Attempt]) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"the request's total budget of {self.config.limits.total_timeout_seconds:g}s ran out "
+            f"after {len(attempts)} attempt(s)",
+            extra={"route": route_info(decision, attempts, None, None, None, None, None)},
+        )
+
+
+def note_failover(observer: Observer, attempts: list[Attempt], to_provider: str) -> None:
+    """Emit a failover event when this attempt follows a failed one."""
+    if attempts and attempts[-1].outcome == "failed":
+        observer.failover(attempts[-1].provider, to_provider, attempts[-1].reason)
+
+
+def route_info(decision: Decision, attempts: list[Attempt], provider, model, request_id, cost, estimated) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "provider": provider,
+        "model": model,
+        "task_type": decision.task_type,
+        "task_source": decision.task_source,
+        "confidence": round(decision.confidence, 3),
+        "strategy": decision.strategy,
+        "route": decision.route,
+        "candidates": list(decision.candidates),
+        "attempts": [a.to_dict() for a in attempts],
+    }
+    if request_id:
+        info["request_id"] = request_id
+    if cost is not None:
+        info["cost_usd"] = round(cost, 8)
+        info["cost_estimated"] = bool(estimated)
+    return info
+
+
+def _min(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _all_failed(decision: Decision, attempts: list[Attempt], retry_after: float | None) -> AllProvidersFailed:
+    detail = "; ".join(a.short() for a in attempts) or "no candidates"
+    headers = {"Retry-After": str(max(1, int(retry_after + 0.999)))} if retry_after else {}
+    return AllProvidersFailed(
+        f"every candidate provider failed or was unavailable: {detail}",
+        headers=headers,
+        extra={"route": route_info(decision, attempts, None, None, None, None, None)},
+    )
+
+
+def _rejected(err: ProviderError, decision: Decision, attempts: list[Attempt]) -> GatewayError:
+    """A provider's non-retryable 4xx goes back to the caller as it is."""
+    body_err = (err.body or {}).get("error") if isinstance(err.body, dict) else None
+    if isinstance(body_err, dict):
+        message = str(body_err.get("message") or err.message)
+        code = body_err.get("code")
+        param = body_err.get("param")
+        etype = body_err.get("type")
+    else:
+        message, code, param, etype = err.message, None, None, None
+    exc = UpstreamRejected(
+        message, param=param if isinstance(param, str) else None,
+        code=str(code) if code else "upstream_rejected", status=err.status or 400,
+        extra={"route": route_info(decision, attempts, err.provider, None, None, None, None)},
+    )
+    if isinstance(etype, str):
+        exc.type = etype
+    return exc

@@ -1,0 +1,262 @@
+"""Streaming with failover before commit.
+
+The gateway commits to a provider at its first content token, not its first
+byte: a connection error, error status, timeout or error event before that moves
+on to the next candidate, invisibly to the caller. After commit, a failure or a
+stall ends the stream with `StreamInterrupted` (rendered as an error event and
+`[DONE]` over HTTP) and counts against the provider's breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+from shared.errors import GatewayError
+from shared.providers.base import AUTH, UNAVAILABLE, ChatRequest, Chunk, ProviderError
+from shared.providers.openai_wire import has_content
+
+from .attempts import Attempt, failure_class, failure_reason
+from .costing import cost_of, stream_usage
+
+if TYPE_CHECKING:
+    from .router import Router
+
+
+class StreamInterrupted(GatewayError):
+    """The committed provider failed mid-stream; the caller has a partial answer."""
+
+    status = 502
+    type = "server_error"
+    code = "stream_interrupted"
+
+
+class RoutedStream:
+    """A committed stream: route known (headers can be sent), chunks still to come."""
+
+    def __init__(self, router: "Router", request: ChatRequest, decision, attempts, name, admission,
+                 upstream: AsyncIterator[Chunk], buffered: list[Chunk], started: float, ttft: float | None,
+                 exhausted: bool) -> None:
+        self.router = router
+        self.request = request
+        self.decision = decision
+        self.attempts = attempts
+        self.provider = name
+        self.model = router.config.providers[name].model
+        self._admission = admission
+        self._upstream = upstream
+        self._buffered = buffered
+        self._started = started
+        self._ttft = ttft
+        self._exhausted = exhausted
+        self._usage: Any = None
+        self._chars = 0
+        self._done = False
+        self.cost_usd: float | None = None
+        self.cost_estimated: bool | None = None
+
+    def route(self) -> dict[str, Any]:
+        from .router import route_info
+
+        return route_info(self.decision, self.attempts, self.provider, self.model, self.request.request_id,
+                          self.cost_usd, self.cost_estimated)
+
+    def __aiter__(self) -> AsyncIterator[Chunk]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[Chunk]:
+        outcome = "cancelled"
+        try:
+            for chunk in self._buffered:
+                out = self._see(chunk)
+                if out is not None:
+                    yield out
+            self._buffered = []
+            while not self._exhausted:
+                try:
+                    chunk = await anext(self._upstream)
+                except StopAsyncIteration:
+                    break
+                out = self._see(chunk)
+                if out is not None:
+                    yield out
+            outcome = "ok"
+            final = self._final_usage_chunk()
+            if final is not None:
+                yield final
+        except ProviderError as err:
+            outcome = "failed"
+            await self.router.breakers.record(self._admission, ok=False, failure_class=failure_class(err))
+            self.attempts[-1] = Attempt(self.provider, "interrupted", failure_reason(err), err.status)
+            self.router.observer.attempt_failed(self.provider, failure_class(err), self._elapsed(), err.status)
+            raise StreamInterrupted(
+                f"the provider stream broke after the response started: {err.message}",
+                extra={"route": self.route()},
+            ) from None
+        finally:
+            await self._close(outcome)
+
+    def _see(self, chunk: Chunk) -> Chunk | None:
+        """Track usage and text; hide the usage chunk unless the caller asked for it."""
+        if chunk.get("usage") is not None:
+            self._usage = chunk["usage"]
+            if not chunk.get("choices"):
+                return None  # re-emitted at the end, with the cost, when asked for
+        for choice in chunk.get("choices") or ():
+            text = (choice.get("delta") or {}).get("content")
+            if isinstance(text, str):
+                self._chars += len(text)
+        if not self.request.include_usage:
+            chunk.pop("usage", None)
+        return chunk
+
+    def _settle_cost(self) -> dict[str, int]:
+        usage, estimated = stream_usage(self._usage, self.decision.shape, self._chars)
+        self.cost_usd = cost_of(self.router.config.providers[self.provider], usage)
+        self.cost_estimated = estimated
+        return usage
+
+    def _final_usage_chunk(self) -> Chunk | None:
+        usage = self._settle_cost()
+        if not self.request.include_usage:
+            return None
+        return {
+            "id": f"chatcmpl-{self.request.request_id}",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": self.model,
+            "choices": [],
+            "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
+            "x_llm": {"cost_usd": round(self.cost_usd or 0.0, 8), "cost_estimated": self.cost_estimated,
+                      "provider": self.provider, "model": self.model},
+        }
+
+    def _elapsed(self) -> float:
+        return self.router.clock() - self._started
+
+    async def _close(self, outcome: str) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            await self._upstream.aclose()
+        except Exception:
+            pass
+        router = self.router
+        if outcome == "ok":
+            await router.breakers.record(self._admission, ok=True, latency=self._elapsed())
+            router.latency.observe(self.provider, (self._ttft or self._elapsed()) * 1000)
+            status = 200
+        elif outcome == "cancelled":
+            await router.breakers.release(self._admission)
+            self.attempts[-1] = Attempt(self.provider, "cancelled", "caller disconnected")
+            status = 499
+        else:
+            status = 502
+        usage = self._settle_cost() if self.cost_usd is None else stream_usage(self._usage, self.decision.shape, self._chars)[0]
+        router.observer.completed(
+            request_id=self.request.request_id, provider=self.provider, model=self.model,
+            task_type=self.decision.task_type, strategy=self.decision.strategy, status=status,
+            latency_ms=self._elapsed() * 1000, ttft_ms=(self._ttft * 1000) if self._ttft is not None else None,
+            prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"],
+            cost_usd=self.cost_usd or 0.0, estimated=bool(self.cost_estimated), stream=True,
+            candidates=self.decision.candidates, confidence=self.decision.confidence,
+        )
+
+    async def aclose(self) -> None:
+        """Release the upstream when the stream is abandoned before or during iteration."""
+        await self._close("ok" if self._exhausted and not self._buffered else "cancelled")
+
+
+async def open_candidate_stream(router: "Router", request: ChatRequest) -> RoutedStream:
+    from .router import _all_failed, _min, _rejected, note_failover
+
+    started = router.clock()
+    request.request_id = request.request_id or uuid.uuid4().hex
+    decision = router.decide(request)
+    router.observer.route_decided(decision)
+    attempts: list[Attempt] = []
+    deadline = started + router.config.limits.total_timeout_seconds
+    retry_after = None
+    for name in decision.candidates[: router.config.limits.max_attempts]:
+        pcfg = router.config.providers[name]
+        if not pcfg.enabled:
+            attempts.append(Attempt(name, "skipped", "disabled"))
+            continue
+        admission = await router.breakers.admit(name)
+        if not admission.allowed:
+            attempts.append(Attempt(name, "skipped", admission.reason or f"breaker {admission.state}"))
+            retry_after = _min(retry_after, admission.retry_after)
+            continue
+        remaining = deadline - router.clock()
+        if remaining <= 0:
+            await router.breakers.release(admission)
+            router._finish_failed(request, decision, attempts, 504, started)
+            raise router._deadline(decision, attempts)
+        note_failover(router.observer, attempts, name)
+        t0 = router.clock()
+        provider = router.providers[name]
+        try:
+            async with asyncio.timeout(min(remaining, pcfg.timeouts.total_seconds)):
+                upstream, buffered, exhausted = await _until_first_token(provider, request)
+        except ProviderError as err:
+            elapsed = (router.clock() - t0) * 1000
+            retry_after = _min(retry_after, err.retry_after)
+            if err.kind == UNAVAILABLE:
+                await router.breakers.release(admission)
+                attempts.append(Attempt(name, "skipped", err.message))
+                continue
+            if not err.retryable:
+                await router.breakers.release(admission)
+                attempts.append(Attempt(name, "rejected", failure_reason(err), err.status, elapsed))
+                router._finish_failed(request, decision, attempts, err.status or 400, started)
+                raise _rejected(err, decision, attempts) from None
+            await router.breakers.record(admission, ok=False, failure_class=failure_class(err), retry_after=err.retry_after)
+            attempts.append(Attempt(name, "failed", failure_reason(err), err.status, elapsed))
+            router.observer.attempt_failed(name, failure_class(err), elapsed / 1000, err.status)
+            continue
+        except TimeoutError:
+            elapsed = (router.clock() - t0) * 1000
+            await router.breakers.record(admission, ok=False, failure_class="timeout")
+            attempts.append(Attempt(name, "failed", "no first token in time", None, elapsed))
+            router.observer.attempt_failed(name, "timeout", elapsed / 1000, None)
+            if router.clock() >= deadline:
+                router._finish_failed(request, decision, attempts, 504, started)
+                raise router._deadline(decision, attempts) from None
+            continue
+        except asyncio.CancelledError:
+            await router.breakers.release(admission)
+            raise
+        ttft = router.clock() - t0
+        attempts.append(Attempt(name, "ok", status=200, latency_ms=ttft * 1000))
+        return RoutedStream(router, request, decision, attempts, name, admission, upstream, buffered,
+                            started, ttft, exhausted)
+    router._finish_failed(request, decision, attempts, 503, started)
+    raise _all_failed(decision, attempts, retry_after)
+
+
+async def _until_first_token(provider, request: ChatRequest) -> tuple[AsyncIterator[Chunk], list[Chunk], bool]:
+    """Open the provider stream and read until its first content token (or its end)."""
+    for attempt in (1, 2):
+        upstream = provider.stream(request)
+        buffered: list[Chunk] = []
+        try:
+            while True:
+                try:
+                    chunk = await anext(upstream)
+                except StopAsyncIteration:
+                    return upstream, buffered, True
+                buffered.append(chunk)
+                if has_content(chunk):
+                    return upstream, buffered, False
+        except ProviderError as err:
+            await upstream.aclose()
+            auth = getattr(provider, "auth", None)
+            if attempt == 1 and err.kind == AUTH and auth is not None and await auth.rotate():
+                continue
+            raise
+        except BaseException:
+            await upstream.aclose()
+            raise
+    raise AssertionError("unreachable")

@@ -1,0 +1,261 @@
+"""One contract for every breaker store (memory, and Table Storage on real Azurite),
+plus the single-instance facade run over both."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import replace
+
+import pytest
+
+from shared.resilience import (
+    Breakers,
+    BreakerSettings,
+    BreakerState,
+    MemoryBreakerStore,
+    StoreConflict,
+    TableBreakerStore,
+)
+from shared.resilience.store import read_modify_write
+from shared.storage import TableConnection
+
+T0 = 1_800_000_000.0
+FULL = BreakerState(
+    state="half_open", epoch=7, state_since=T0 + 0.25,
+    buckets=((T0 - 6.0, 12, 5), (T0, 3, 3)), consecutive_failures=4, open_until=T0 + 30.5,
+    consecutive_opens=2, last_failure_class="http_503", probe_holder="inst-1#9", probe_expires=T0 + 60.0,
+    last_cause="open period elapsed",
+)
+
+
+@pytest.fixture(params=["memory", "table"])
+async def store(request):
+    if request.param == "memory":
+        s = MemoryBreakerStore()
+    else:
+        az = request.getfixturevalue("azurite")
+        conn = TableConnection("test", connection_string=az.connection_string)
+        s = TableBreakerStore.from_connection(conn, table_name=f"brk{uuid.uuid4().hex[:16]}")
+    yield s
+    await s.close()
+
+
+class Clock:
+    def __init__(self, t: float = T0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+# --- the store contract ----------------------------------------------------------------
+
+
+async def test_get_missing_is_none(store):
+    assert await store.get("nobody") is None
+
+
+@pytest.mark.parametrize("provider", ["azure-openai-eastus", "openai/gpt-4o#eu?x", "naïve\\name ~1"])
+async def test_create_then_get_round_trips_every_field(store, provider):
+    etag = await store.create(provider, FULL)
+    got = await store.get(provider)
+    assert got is not None
+    state, got_etag = got
+    assert state == FULL
+    assert got_etag == etag
+
+
+async def test_create_existing_conflicts(store):
+    await store.create("p", BreakerState())
+    with pytest.raises(StoreConflict):
+        await store.create("p", FULL)
+    assert (await store.get("p"))[0] == BreakerState()
+
+
+async def test_replace_is_etag_conditional(store):
+    etag1 = await store.create("p", BreakerState())
+    etag2 = await store.replace("p", FULL, etag1)
+    assert etag2 != etag1
+    with pytest.raises(StoreConflict):
+        await store.replace("p", BreakerState(), etag1)
+    assert await store.get("p") == (FULL, etag2)
+
+
+async def test_replace_missing_row_conflicts(store):
+    etag = await store.create("p", BreakerState())
+    with pytest.raises(StoreConflict):
+        await store.replace("q", BreakerState(), etag)
+
+
+async def test_list_returns_every_breaker(store):
+    for name in ("b", "a", "c/d"):
+        await store.create(name, replace(FULL, last_cause=name))
+    rows = await store.list()
+    assert sorted((p, s.last_cause) for p, s, _ in rows) == [("a", "a"), ("b", "b"), ("c/d", "c/d")]
+
+
+async def test_concurrent_read_modify_write_loses_no_update(store):
+    def bump(s):
+        s = s or BreakerState()
+        return replace(s, consecutive_failures=s.consecutive_failures + 1), None
+
+    await asyncio.gather(*(read_modify_write(store, "p", bump, attempts=50) for _ in range(12)))
+    state, _ = await store.get("p")
+    assert state.consecutive_failures == 12
+
+
+async def test_calls_are_counted(store):
+    before = store.calls
+    await store.get("p")
+    assert store.calls > before
+
+
+# --- the facade on one instance, over both stores --------------------------------------
+
+
+def make(store, clock, **settings):
+    st = BreakerSettings.from_dict(settings)
+    events: list[tuple[str, str, str, str]] = []
+    b = Breakers(store, settings_for=lambda _p: st, clock=clock,
+                 on_transition=lambda *a: events.append(a), instance_id="solo", store_timeout=5.0)
+    return b, events
+
+
+async def test_breaker_trips_probes_and_closes(store):
+    clock = Clock()
+    b, events = make(store, clock, consecutive_failures=3, open_seconds=10)
+    for _ in range(3):
+        adm = await b.admit("a")
+        assert adm.allowed
+        await b.record(adm, ok=False, failure_class="timeout")
+        clock.advance(0.01)
+    adm = await b.admit("a")
+    assert not adm.allowed and adm.state == "open"
+    assert adm.reason.startswith("breaker open until ") and "(retry in 10.0s)" in adm.reason
+    assert adm.retry_after == pytest.approx(9.99)
+    clock.advance(10)
+    probe = await b.admit("a")
+    assert probe.allowed and probe.probe and probe.state == "half_open"
+    other = await b.admit("a")
+    assert not other.allowed and other.state == "half_open"
+    await b.record(probe, ok=True, latency=0.2)
+    assert (await b.admit("a")).state == "closed"
+    assert [(f, t) for _, f, t, _ in events] == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+    await b.close()
+
+
+async def test_retry_after_30s_keeps_provider_out_exactly_30s(store):
+    clock = Clock()
+    b, _ = make(store, clock, open_seconds=5)
+    adm = await b.admit("a")
+    await b.record(adm, ok=False, failure_class="http_429", retry_after=30.0)
+    for dt in (0.0, 1.0, 15.0, 29.0, 29.9, 29.999):
+        clock.t = T0 + dt
+        adm = await b.admit("a")
+        assert not adm.allowed, dt
+        assert adm.retry_after == pytest.approx(30.0 - dt, abs=1e-6)
+    clock.t = T0 + 30.0
+    adm = await b.admit("a")
+    assert adm.allowed and adm.probe
+    await b.close()
+
+
+async def test_steady_state_admits_make_no_store_call(store):
+    clock = Clock()
+    b, _ = make(store, clock)
+    adm = await b.admit("a")
+    await b.record(adm, ok=True)
+    calls = store.calls
+    for _ in range(200):
+        adm = await b.admit("a")
+        await b.record(adm, ok=True, latency=0.05)
+        clock.advance(0.004)  # 200 calls in 0.8 s < staleness and flush interval
+    assert store.calls == calls
+    clock.advance(0.3)
+    await b.admit("a")  # stale: one flush, which is also the re-read
+    assert store.calls - calls <= 2
+    rows = {r["provider"]: r for r in await b.status()}
+    assert rows["a"]["calls"] == 201 and rows["a"]["failures"] == 0
+    await b.close()
+
+
+async def test_isolate_and_reset(store):
+    clock = Clock()
+    b, events = make(store, clock)
+    row = await b.isolate("a")
+    assert row["state"] == "isolated"
+    clock.advance(100_000)
+    adm = await b.admit("a")
+    assert not adm.allowed and adm.state == "isolated" and adm.retry_after is None
+    row = await b.reset("a")
+    assert row["state"] == "closed"
+    assert (await b.admit("a")).allowed
+    assert [(f, t) for _, f, t, _ in events] == [("closed", "isolated"), ("isolated", "closed")]
+    await b.close()
+
+
+async def test_release_frees_the_probe(store):
+    clock = Clock()
+    b, _ = make(store, clock, consecutive_failures=1, open_seconds=5, probe_lease_seconds=30)
+    await b.record(await b.admit("a"), ok=False, failure_class="connect_error")
+    clock.advance(5)
+    probe = await b.admit("a")
+    assert probe.probe
+    assert not (await b.admit("a")).allowed
+    await b.release(probe)
+    again = await b.admit("a")
+    assert again.allowed and again.probe
+    await b.close()
+
+
+async def test_status_fields(store):
+    clock = Clock()
+    b, _ = make(store, clock, consecutive_failures=2)
+    await b.record(await b.admit("a"), ok=False, failure_class="http_502")
+    await b.record(await b.admit("a"), ok=False, failure_class="http_503")
+    await b.record(await b.admit("b"), ok=True)
+    clock.advance(2.5)
+    rows = {r["provider"]: r for r in await b.status()}
+    a = rows["a"]
+    assert a["state"] == "open" and a["failures"] == 2 and a["calls"] == 2
+    assert a["consecutive_failures"] == 2 and a["consecutive_opens"] == 1
+    assert a["open_until"].endswith("Z") and a["last_failure_class"] == "http_503"
+    assert a["state_age_seconds"] == pytest.approx(2.5)
+    assert a["store"] == store.kind and a["degraded"] is False and a["last_store_error"] is None
+    assert a["stale"] is False, "status re-read the store"
+    assert set(a) >= {"probe_holder", "stale", "degraded", "store", "last_store_error"}
+    assert rows["b"]["state"] == "closed"
+    await b.close()
+
+
+async def test_memory_store_outage_is_survived_logged_once_and_reconciled(caplog):
+    store = MemoryBreakerStore()
+    clock = Clock()
+    b, events = make(store, clock, consecutive_failures=3, open_seconds=10)
+    await b.record(await b.admit("a"), ok=True)
+    clock.advance(2)
+    store.down = True
+    with caplog.at_level(logging.WARNING, logger="shared.resilience"):
+        for _ in range(20):
+            adm = await b.admit("a")
+            if adm.allowed:
+                await b.record(adm, ok=False, failure_class="timeout")
+            clock.advance(0.3)
+        rows = await b.status()
+    outage_logs = [r for r in caplog.records if getattr(r, "event", None) == "breaker_store_degraded"]
+    assert len(outage_logs) == 1
+    assert rows[0]["degraded"] is True and "down" in rows[0]["last_store_error"]
+    assert rows[0]["state"] == "open", "tripped locally on local counts"
+    assert events[-1][3].endswith("(local; store unavailable)")
+    store.down = False
+    clock.advance(1)
+    await b.refresh()
+    stored, _ = await store.get("a")
+    assert stored.state == "open" and stored.consecutive_failures == 3
+    assert (await b.status())[0]["degraded"] is False
+    await b.close()
