@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
 
         url = server.base_url(sock)
         print_banner(asgi, url)
+        if "azurefunctions.extensions.http.fastapi" in sys.modules and os.environ.get("PYTHON_ENABLE_INIT_INDEXING") != "1":
+            print("Note: this app uses HTTP streams; in Azure it also needs the app setting "
+                  "PYTHON_ENABLE_INIT_INDEXING=1 (not set here).", flush=True)
         warning = server.network_warning(args.host)
         if warning:
             print(warning, file=sys.stderr, flush=True)

@@ -53,13 +53,13 @@ def app_functions(app: Any) -> list[Any]:
     return functions
 
 
-def error_body(status: int, message: str, code: str, type_: str = "invalid_request_error") -> bytes:
+def error_body(message: str, code: str, type_: str = "invalid_request_error") -> bytes:
     return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
 
 
 async def _send_error(send: Callable, status: int, message: str, code: str, type_: str = "invalid_request_error",
                       headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
-    body = error_body(status, message, code, type_)
+    body = error_body(message, code, type_)
     await send({
         "type": "http.response.start",
         "status": status,

@@ -146,7 +146,7 @@ module monitoring 'app/monitoring.bicep' = {
     applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
     location: location
     tags: tags
-    retentionDays: logRetentionInDays
+    retentionInDays: logRetentionInDays
   }
 }
 

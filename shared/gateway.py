@@ -264,6 +264,7 @@ def get_gateway(env: Mapping[str, str] | None = None) -> Gateway:
     if _config_error is not None:
         raise _config_error
     env = os.environ if env is None else env
+    _install_redaction()
     try:
         config = load_from_setting(env)
         _gateway = Gateway(config, env)
@@ -272,6 +273,13 @@ def get_gateway(env: Mapping[str, str] | None = None) -> Gateway:
         log.error("routing config failed to load: %s", exc)
         raise
     return _gateway
+
+
+def _install_redaction() -> None:
+    """Scrub any resolved secret value from log records (defence in depth), once."""
+    from shared.secrets import install_redaction
+
+    install_redaction()
 
 
 def config_error() -> ConfigError | None:

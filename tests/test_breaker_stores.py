@@ -177,11 +177,64 @@ async def test_steady_state_admits_make_no_store_call(store):
         clock.advance(0.004)  # 200 calls in 0.8 s < staleness and flush interval
     assert store.calls == calls
     clock.advance(0.3)
-    await b.admit("a")  # stale: one flush, which is also the re-read
-    assert store.calls - calls <= 2
-    rows = {r["provider"]: r for r in await b.status()}
-    assert rows["a"]["calls"] == 201 and rows["a"]["failures"] == 0
+    await b.admit("a")  # stale: one list call re-reads every provider
+    assert store.calls - calls == 1
+    clock.advance(5.0)  # successes-only outcomes go out once per window bucket (6 s)
+    await b.record(await b.admit("a"), ok=True)
+    await asyncio.gather(*b._tasks)
+    assert store.calls - calls == 4  # list + get + replace
+    stored, _ = await store.get("a")
+    assert stored.window_counts(BreakerSettings(), clock()) == (202, 0)
     await b.close()
+
+
+async def test_background_loop_and_close_flush_pending_outcomes(store):
+    clock = Clock()
+    st = BreakerSettings.from_dict({"consecutive_failures": 0, "min_calls": 1000})
+    b = Breakers(store, settings_for=lambda _p: st, clock=clock, instance_id="bg", flush_tick=0.005)
+    await b.start()
+    await b.record(await b.admit("a"), ok=False, failure_class="timeout")
+    clock.advance(1.0)  # due; the loop (real time, 5 ms tick) writes it without any request
+    for _ in range(400):  # bounded wait for the background task
+        got = await store.get("a")
+        if got is not None and got[0].window_counts(st, clock())[1] == 1:
+            break
+        await asyncio.sleep(0.005)
+    else:
+        pytest.fail("background flush did not happen")
+    await b.record(await b.admit("b"), ok=False, failure_class="timeout")
+    await b.close()  # not due yet: close flushes it anyway
+    if store.kind == "memory":  # (the table store's client is closed with `b`)
+        got = await store.get("b")
+        assert got is not None and got[0].consecutive_failures == 1
+
+
+async def test_transition_log_event_and_a_failing_hook(store, caplog):
+    clock = Clock()
+
+    def hook(*_a):
+        raise RuntimeError("telemetry down")
+
+    b = Breakers(store, settings_for=lambda _p: BreakerSettings.from_dict({"consecutive_failures": 1}),
+                 clock=clock, on_transition=hook, instance_id="x")
+    with caplog.at_level(logging.INFO, logger="shared.resilience"):
+        await b.record(await b.admit("a"), ok=False, failure_class="http_500")
+    assert not (await b.admit("a")).allowed, "a failing hook changes nothing"
+    ev = [r for r in caplog.records if getattr(r, "event", None) == "breaker_transition"]
+    assert len(ev) == 1
+    assert (ev[0].provider, ev[0].from_state, ev[0].to_state) == ("a", "closed", "open")
+    assert ev[0].cause == "1 consecutive failures"
+    await b.close()
+
+
+async def test_status_lists_breakers_this_instance_never_used(store):
+    clock = Clock()
+    one, _ = make(store, clock, consecutive_failures=1)
+    two, _ = make(store, clock)
+    await one.record(await one.admit("a"), ok=False, failure_class="timeout")
+    rows = await two.status()
+    assert [(r["provider"], r["state"]) for r in rows] == [("a", "open")]
+    await one.close()
 
 
 async def test_isolate_and_reset(store):

@@ -345,8 +345,7 @@ def test_module_path_exists_and_params_match(path, module):
     passed = props(params_node) if params_node is not None else {}
     unknown = set(passed) - set(declared_params)
     missing = {n for n, p in declared_params.items() if not has_default(p)} - set(passed)
-    assert not unknown, f"{decl_name(module)} passes undeclared params {unknown}"
-    assert not missing, f"{decl_name(module)} misses required params {missing}"
+    assert not (unknown or missing), f"{decl_name(module)}: undeclared params {unknown}, missing required {missing}"
 
 
 def test_every_module_file_is_used():
@@ -621,6 +620,24 @@ def test_each_environment_points_at_its_routing_config(env, sample):
     if not any(samples.glob("*.json")):
         pytest.skip("routing config samples not written yet")
     assert (ROOT / path).is_file(), f"{path} does not exist"
+
+
+@pytest.mark.parametrize("env", list(ENV_PARAMETER_FILES))
+def test_keyless_azure_openai_providers_have_their_deployments(env):
+    """A provider using Entra ID against Azure OpenAI needs this template's (keyless) account and
+    the deployment it names; one using a key cannot use this account (local auth is off)."""
+    params = env_parameters(env)
+    config_path = ROOT / params["routingConfigPath"]
+    if not config_path.is_file():
+        pytest.skip("routing config samples not written yet")
+    providers = json.loads(config_path.read_text()).get("providers", {}).values()
+    azure = [p for p in providers if p.get("kind") == "azure_openai"]
+    keyless = {p.get("deployment") for p in azure if p.get("auth") == "entra_id"}
+    if params.get("deployAzureOpenAi"):
+        deployed = {d["name"] for d in params.get("azureOpenAiDeployments", [])}
+        assert keyless <= deployed, f"{env}: deployments missing for {keyless - deployed}"
+    else:
+        assert not keyless, f"{env}: entra_id Azure OpenAI providers but deployAzureOpenAi is false"
 
 
 def test_azd_parameters_use_environment_variables():

@@ -433,8 +433,7 @@ _logs.get_logger_provider().force_flush()
 blob = "\n".join(bodies)
 print(json.dumps({"attempts": attempts, "span_event": "gateway.request_completed" in blob,
                   "metric": "gateway.tokens.input" in blob, "log": "request_completed provider=openai" in blob,
-                  "canary": "CANARY" in blob}))
-srv.shutdown()
+                  "canary": "CANARY" in blob}), flush=True)
 """
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
@@ -42,11 +44,11 @@ def load_from_setting(env: Mapping[str, str]) -> GatewayConfig:
     if not value:
         raise ConfigError(SETTING, [f"app setting {SETTING} is not set (a config file path or the JSON itself)"])
     if value.startswith("{"):
-        return parse_config(value, f"{SETTING} (inline JSON)")
-    return load_file(value)
+        return parse_config(value, f"{SETTING} (inline JSON)", env)
+    return load_file(value, env)
 
 
-def load_file(path: str | Path) -> GatewayConfig:
+def load_file(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
     p = Path(path)
     if not p.is_absolute():
         p = APP_ROOT / p
@@ -57,18 +59,46 @@ def load_file(path: str | Path) -> GatewayConfig:
         raise ConfigError(source, [f"file not found: {p}"]) from None
     except OSError as exc:
         raise ConfigError(source, [f"cannot read {p}: {exc.strerror}"]) from None
-    return parse_config(text, source)
+    return parse_config(text, source, env)
 
 
-def parse_config(text: str, source: str) -> GatewayConfig:
+def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -> GatewayConfig:
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(source, [f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"]) from None
-    return build_config(raw, source)
+    return build_config(raw, source, env)
 
 
-def build_config(raw: Any, source: str) -> GatewayConfig:
+_SETTING_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_settings(raw: Any, env: Mapping[str, str], path: str = "", problems: list[str] | None = None) -> Any:
+    """Replace `${NAME}` in string values with the app setting NAME (e.g. an endpoint that
+    differs per environment). Secrets never go here: providers name them (`api_key_secret`)."""
+    problems = [] if problems is None else problems
+    if isinstance(raw, dict):
+        return {k: expand_settings(v, env, f"{path}.{k}" if path else k, problems) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [expand_settings(v, env, f"{path}[{i}]", problems) for i, v in enumerate(raw)]
+    if isinstance(raw, str) and "${" in raw:
+        def sub(m: re.Match) -> str:
+            value = env.get(m.group(1))
+            if not value:
+                problems.append(f"{path}: app setting {m.group(1)} is not set (referenced as ${{{m.group(1)}}})")
+                return m.group(0)
+            return value
+
+        return _SETTING_REF.sub(sub, raw)
+    return raw
+
+
+def build_config(raw: Any, source: str, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    env = os.environ if env is None else env
+    expansion_problems: list[str] = []
+    raw = expand_settings(raw, env, "", expansion_problems)
+    if expansion_problems:
+        raise ConfigError(source, expansion_problems)
     problems = validate(raw)
     if problems:
         raise ConfigError(source, problems)

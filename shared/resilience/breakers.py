@@ -9,10 +9,12 @@ The router's view:
 How the cost stays low (see docs/breakers.md):
 - each instance keeps the provider's stored state plus the outcomes it counted since
   its last flush; decisions use that view, so a steady-state `admit` makes no store call;
-- the view is re-read when older than `cache_staleness_seconds` (one read per provider
-  per instance per staleness period, only while requests arrive);
-- outcomes are flushed in aggregate every `flush_interval_seconds`, and at once when
-  the local view trips; a flush doubles as the re-read;
+- the view is re-read when older than `cache_staleness_seconds`: one list query
+  refreshes every provider (one store call per instance per staleness period, only
+  while requests arrive);
+- outcomes are flushed in aggregate, one read-modify-write per provider: failures every
+  `flush_interval_seconds`, successes-only deltas every window bucket (window/10), and
+  at once when the local view trips;
 - only a half-open probe claim, a probe's result and manual control write on their own.
 
 A store failure never reaches the caller: the instance goes on with its view and local
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import logging
 import time
 import uuid
@@ -60,6 +63,17 @@ class Admission:
     token: str | None = None
 
 
+def _flush_due(e: "_Entry", st: BreakerSettings, now: float) -> bool:
+    """Failures go out every flush interval; a delta of successes only may wait one
+    window bucket (window/10): holding successes back can only make the failure ratio
+    other instances see higher, i.e. more cautious, never hide a failure."""
+    if e.pending.failures or e.pending.retry_after_until:
+        interval = st.flush_interval_seconds
+    else:
+        interval = max(st.flush_interval_seconds, st.window_seconds / m.BUCKETS)
+    return now - e.pending.first_at >= interval
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -71,7 +85,7 @@ class _Entry:
         self.provider = provider
         self.stored: BreakerState | None = None
         self.view = BreakerState(state_since=now)
-        self.synced_at = -float("inf")
+        self.synced_at = -math.inf
         self.pending = Outcomes()
         self.replay: list[Op] = []
         self.lock = asyncio.Lock()
@@ -102,6 +116,8 @@ class Breakers:
         self._tasks: set[asyncio.Task] = set()
         self._loop_task: asyncio.Task | None = None
         self._closing = False
+        self._refresh_lock = asyncio.Lock()
+        self._next_refresh_at = -math.inf
         self.degraded = False
         self.degraded_since: float | None = None
         self.last_store_error: str | None = None
@@ -144,13 +160,20 @@ class Breakers:
             if e is None:
                 e = self._entries[provider] = _Entry(provider, now)
             st = self._settings_for(provider)
-            if now - e.synced_at >= st.cache_staleness_seconds and not e.lock.locked():
+            if now - e.synced_at >= st.cache_staleness_seconds:
                 if self.degraded:
-                    if now >= e.next_attempt_at:
-                        self._spawn(e)
-                else:
-                    async with e.lock:
-                        await self._sync(e, st, now)
+                    if now >= self._next_refresh_at and not self._refresh_lock.locked():
+                        self._spawn_refresh()
+                elif not self._refresh_lock.locked() and not e.lock.locked():
+                    await self._refresh_all(now)  # one store call refreshes every provider
+                    now = self._clock()
+                elif e.synced_at == -math.inf:
+                    # first look at this provider while a read is in flight: wait for it
+                    async with self._refresh_lock:
+                        pass
+                    if e.synced_at == -math.inf and e.lock.locked():
+                        async with e.lock:
+                            pass
                     now = self._clock()
             v = e.view
             if v.state == m.CLOSED:
@@ -238,7 +261,7 @@ class Breakers:
                 async with e.lock:  # flush now: the trip is what other instances must see
                     if not await self._sync(e, st, now):
                         self._emit(adm.provider, tr, local=True)
-            elif now - e.pending.first_at >= st.flush_interval_seconds and not e.lock.locked():
+            elif not e.lock.locked() and _flush_due(e, st, now) and not (self.degraded and now < e.next_attempt_at):
                 self._spawn(e)
         except Exception:  # noqa: BLE001
             log.exception("breaker record failed for %s", adm.provider)
@@ -285,21 +308,8 @@ class Breakers:
     async def status(self) -> list[dict[str, Any]]:
         """One row per provider known here or in the store. One store call (a list)."""
         now = self._clock()
-        try:
-            rows = await asyncio.wait_for(self._store.list(), self._timeout)
-        except Exception as exc:  # noqa: BLE001
-            self._store_failed(exc)
-        else:
-            self._store_ok()
-            for provider, state, _etag in rows:
-                e = self._entries.get(provider)
-                if e is None:
-                    e = self._entries[provider] = _Entry(provider, now)
-                if not e.lock.locked() and not e.replay:
-                    st = self._settings_for(provider)
-                    e.stored = state
-                    e.synced_at = now
-                    e.view, _ = m.apply_outcomes(state, e.pending, st, now)
+        async with self._refresh_lock:
+            await self._refresh_all_locked(now)
         return [self._row(e, self._settings_for(p), now) for p, e in sorted(self._entries.items())]
 
     def _row(self, e: _Entry, st: BreakerSettings, now: float) -> dict[str, Any]:
@@ -341,19 +351,63 @@ class Breakers:
             if due_only:
                 if self.degraded and now < e.next_attempt_at:
                     continue
-                if not e.replay and now - e.pending.first_at < st.flush_interval_seconds:
+                if not e.replay and not _flush_due(e, st, now):
                     continue
             async with e.lock:
                 await self._sync(e, st, now)
 
-    async def refresh(self, provider: str | None = None) -> None:
-        """Flush and re-read now (one provider or all known): reconcile after an outage."""
+    async def refresh(self) -> None:
+        """Flush everything pending and re-read every breaker now (reconcile after an
+        outage without waiting for the staleness period). Never raises."""
+        await self.flush()
         now = self._clock()
+        async with self._refresh_lock:
+            await self._refresh_all_locked(now)
+
+    async def _refresh_all(self, now: float) -> None:
+        if self._refresh_lock.locked():
+            return
+        async with self._refresh_lock:
+            await self._refresh_all_locked(now)
+
+    async def _refresh_all_locked(self, now: float) -> None:
+        """One list call updates every cached breaker not busy with its own write."""
+        try:
+            rows = await asyncio.wait_for(self._store.list(), self._timeout)
+        except Exception as exc:  # noqa: BLE001
+            self._store_failed(exc)
+            self._next_refresh_at = now + 0.5
+            return
+        self._store_ok()
+        found = {p: s for p, s, _etag in rows}
+        for p in found:
+            if p not in self._entries:
+                self._entries[p] = _Entry(p, now)
         for p, e in list(self._entries.items()):
-            if provider is not None and p != provider:
+            if e.lock.locked():
+                continue  # its own read-modify-write will refresh it
+            if e.replay:
+                self._spawn(e)
                 continue
-            async with e.lock:
-                await self._sync(e, self._settings_for(p), now)
+            st = self._settings_for(p)
+            stored = found.get(p)
+            e.stored = stored
+            e.synced_at = now
+            base = stored if stored is not None else BreakerState(state_since=now)
+            e.view, tr = m.apply_outcomes(base, e.pending, st, now, any_epoch=stored is None)
+            if tr is not None:
+                self._spawn(e)  # pending outcomes trip it: write that now
+
+    def _spawn_refresh(self) -> None:
+        if self._closing:
+            return
+
+        async def run() -> None:
+            await self._refresh_all(self._clock())
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _spawn(self, e: _Entry) -> None:
         if self._closing:

@@ -76,7 +76,7 @@ class EntraTokenProvider:
     async def close(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        if self._owns_credential and hasattr(self._credential, "close"):
+        if self._owns_credential and hasattr(self._credential, "get_token"):  # built, not a factory
             await self._credential.close()
 
     async def _fetch(self) -> str:

@@ -21,7 +21,6 @@ honouring Retry-After for minutes. Azure SDKs are imported when the client is fi
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import math
 import time
@@ -139,8 +138,8 @@ class KeyVaultSecretProvider:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
-            if self._owns_credential and hasattr(self._credential, "close"):
-                await self._credential.close()
+        if self._owns_credential and hasattr(self._credential, "get_token"):
+            await self._credential.close()
 
     # -- internals ----------------------------------------------------------------------
 
@@ -269,25 +268,9 @@ def _consume(task: asyncio.Task[Any]) -> None:
 
 
 def retry_after_seconds(response: Any, now: Callable[[], float] = time.time) -> float | None:
-    """Seconds to wait from `retry-after-ms`, `x-ms-retry-after-ms` or `Retry-After`
-    (seconds or an HTTP date); None when absent or unreadable."""
+    """Seconds a throttled vault asked us to wait (`retry-after-ms`, `x-ms-retry-after-ms`,
+    `Retry-After`), or None. The header rules live in `shared.resilience.retry_after`."""
+    from shared.resilience.retry_after import parse_retry_after
+
     headers = getattr(response, "headers", None) or {}
-    for header in ("retry-after-ms", "x-ms-retry-after-ms"):
-        raw = headers.get(header)
-        if raw:
-            try:
-                return max(0.0, float(raw) / 1000.0)
-            except ValueError:
-                pass
-    raw = headers.get("Retry-After")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now())
+    return parse_retry_after(headers, now())

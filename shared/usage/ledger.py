@@ -28,7 +28,7 @@ import asyncio
 import logging
 import random
 import re
-import secrets
+import os
 import time as _time
 from collections import deque
 from dataclasses import dataclass
@@ -129,7 +129,7 @@ def partition_key(t: datetime) -> str:
 
 def row_key(rec: UsageRecord) -> str:
     rid = _ROWKEY_UNSAFE.sub("_", rec.request_id)[:64] or "none"
-    return f"{_utc(rec.time):%Y%m%d%H%M%S%f}-{rid}-{secrets.token_hex(4)}"
+    return f"{_utc(rec.time):%Y%m%d%H%M%S%f}-{rid}-{os.urandom(4).hex()}"
 
 
 def to_entity(rec: UsageRecord, pk: str, rk: str) -> dict[str, Any]:
