@@ -42,10 +42,10 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "task_prompts.dev.jsonl"
 DEFAULT_OUT = REPO / "shared" / "routing" / "detector_model.json"
 SEED = 20240611
 MIN_DOC_FREQ = 2
-L2 = 3e-3
+L2 = 3e-2
 STEPS = 300
 LEARNING_RATE = 0.05
-PRUNE_BELOW = 0.02
+PRUNE_BELOW = 0.03
 DECIMALS = 3
 # How much to pull `chat` down: it is chosen only when nothing else stands out.
 CHAT_BIAS = -1.0

@@ -265,6 +265,7 @@ def get_gateway(env: Mapping[str, str] | None = None) -> Gateway:
         raise _config_error
     env = os.environ if env is None else env
     _install_redaction()
+    _configure_telemetry(env)
     try:
         config = load_from_setting(env)
         _gateway = Gateway(config, env)
@@ -280,6 +281,13 @@ def _install_redaction() -> None:
     from shared.secrets import install_redaction
 
     install_redaction()
+
+
+def _configure_telemetry(env: Mapping[str, str]) -> None:
+    """Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is set; nothing otherwise."""
+    from shared.telemetry import configure_telemetry
+
+    configure_telemetry(env)
 
 
 def config_error() -> ConfigError | None:

@@ -153,6 +153,9 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
       // Required by the HTTP streams feature (azurefunctions-extensions-http-fastapi).
       PYTHON_ENABLE_INIT_INDEXING: '1'
+      // The worker joins the host's trace context and exports its own telemetry
+      // (host.json telemetryMode OpenTelemetry), so host and worker traces correlate.
+      PYTHON_ENABLE_OPENTELEMETRY: 'true'
     })
   }
 }

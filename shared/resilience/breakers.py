@@ -29,6 +29,7 @@ import asyncio
 import itertools
 import math
 import logging
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ _DEFAULT = BreakerSettings()
 _MAX_REPLAY = 16
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Admission:
     """The breaker's answer for one attempt; pass it back to `record`/`release`."""
 
@@ -63,15 +64,16 @@ class Admission:
     token: str | None = None
 
 
-def _flush_due(e: "_Entry", st: BreakerSettings, now: float) -> bool:
+def _flush_due(e: "_Entry", st: BreakerSettings, now: float, jitter: float = 0.0) -> bool:
     """Failures go out every flush interval; a delta of successes only may wait one
     window bucket (window/10): holding successes back can only make the failure ratio
-    other instances see higher, i.e. more cautious, never hide a failure."""
+    other instances see higher, i.e. more cautious, never hide a failure. `jitter`
+    (a per-instance fraction) keeps instances from flushing the same row in lockstep."""
     if e.pending.failures or e.pending.retry_after_until:
         interval = st.flush_interval_seconds
     else:
         interval = max(st.flush_interval_seconds, st.window_seconds / m.BUCKETS)
-    return now - e.pending.first_at >= interval
+    return now - e.pending.first_at >= interval * (1.0 + jitter)
 
 
 def iso(ts: float) -> str:
@@ -79,7 +81,7 @@ def iso(ts: float) -> str:
 
 
 class _Entry:
-    __slots__ = ("provider", "stored", "view", "synced_at", "pending", "replay", "lock", "next_attempt_at")
+    __slots__ = ("provider", "stored", "view", "synced_at", "pending", "replay", "lock", "next_attempt_at", "allow")
 
     def __init__(self, provider: str, now: float) -> None:
         self.provider = provider
@@ -89,7 +91,9 @@ class _Entry:
         self.pending = Outcomes()
         self.replay: list[Op] = []
         self.lock = asyncio.Lock()
-        self.next_attempt_at = -float("inf")
+        self.next_attempt_at = -math.inf
+        self.allow = Admission(provider, True, m.CLOSED, epoch=0)
+        """The (immutable) answer for a closed breaker, reused while the epoch holds."""
 
 
 class Breakers:
@@ -111,6 +115,7 @@ class Breakers:
         self.instance_id = instance_id or uuid.uuid4().hex[:12]
         self._timeout = store_timeout
         self._tick = flush_tick
+        self._jitter = random.Random(self.instance_id).random() * 0.25
         self._entries: dict[str, _Entry] = {}
         self._tokens = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
@@ -177,7 +182,10 @@ class Breakers:
                     now = self._clock()
             v = e.view
             if v.state == m.CLOSED:
-                return Admission(provider, True, m.CLOSED, epoch=v.epoch)
+                allow = e.allow
+                if allow.epoch != v.epoch:
+                    allow = e.allow = Admission(provider, True, m.CLOSED, epoch=v.epoch)
+                return allow
             return await self._admit_not_closed(e, st, now)
         except Exception:  # noqa: BLE001
             log.exception("breaker admit failed for %s; allowing", provider)
@@ -261,7 +269,7 @@ class Breakers:
                 async with e.lock:  # flush now: the trip is what other instances must see
                     if not await self._sync(e, st, now):
                         self._emit(adm.provider, tr, local=True)
-            elif not e.lock.locked() and _flush_due(e, st, now) and not (self.degraded and now < e.next_attempt_at):
+            elif not e.lock.locked() and _flush_due(e, st, now, self._jitter) and not (self.degraded and now < e.next_attempt_at):
                 self._spawn(e)
         except Exception:  # noqa: BLE001
             log.exception("breaker record failed for %s", adm.provider)
@@ -351,7 +359,7 @@ class Breakers:
             if due_only:
                 if self.degraded and now < e.next_attempt_at:
                     continue
-                if not e.replay and not _flush_due(e, st, now):
+                if not e.replay and not _flush_due(e, st, now, self._jitter):
                     continue
             async with e.lock:
                 await self._sync(e, st, now)

@@ -6,6 +6,8 @@ from typing import Any
 
 from shared.config import ProviderConfig
 
+from shared.usage.pricing import cost_usd
+
 from .strategies import RequestShape
 
 
@@ -37,5 +39,4 @@ def stream_usage(usage: Any, shape: RequestShape, completion_chars: int) -> tupl
 
 
 def cost_of(provider: ProviderConfig, usage: dict[str, int]) -> float:
-    price = provider.price
-    return (price.input_per_1k * usage["prompt_tokens"] + price.output_per_1k * usage["completion_tokens"]) / 1000.0
+    return cost_usd(provider.price, usage["prompt_tokens"], usage["completion_tokens"])
