@@ -9,8 +9,8 @@ own store client, like separate Function instances; the store calls are real (Az
 1. Steady state: every instance sends `--rps` requests/s spread over the providers,
    all succeeding, for `--seconds` of simulated time. Store operations / requests.
 2. `admit` latency with a warm cache (closed breaker, fresh view), wall clock.
-3. Outage: provider A starts failing at t0 on every instance. Time until it trips, and
-   until every instance skips it.
+3. Outage: provider A starts failing at t0. Time until it trips, and until every
+   instance skips it (also instances that send A too little traffic to trip on their own).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
 import statistics
 import sys
 import time
@@ -115,40 +116,41 @@ async def admit_latency(iterations: int = 200_000) -> dict:
     }
 
 
-async def outage(kind, conn, n, rps, staleness) -> dict:
+async def outage(kind, conn, n, staleness, a_every: int) -> dict:
+    """A fails from t0. Each instance serves 100 req/s; instance 0 sends all of them to A,
+    the others send one in `a_every` to A and the rest to a healthy B. Measures when each
+    instance's breaker for A stops admitting (its view of A leaves "closed")."""
     clock = Clock()
     st = BreakerSettings.from_dict({"cache_staleness_seconds": staleness})
     fleet, _ = make_fleet(kind, conn, n, clock, st)
     for b in fleet:
-        await b.record(await b.admit("A"), ok=True)
+        for p in ("A", "B"):
+            await b.record(await b.admit(p), ok=True)
     clock.t += 10
-    t_fail = clock.t
-    first_skip: dict[str, float] = {}
+    t0 = clock.t
+    skipping: dict[str, float] = {}
     trip_at = None
-    dt = 1.0 / rps
-    for _ in range(int(30 * rps)):
-        for b in fleet:
-            adm = await b.admit("A")
+    dt = 0.01
+    for step in range(int(30 / dt)):
+        for i, b in enumerate(fleet):
+            p = "A" if i == 0 or step % a_every == 0 else "B"
+            adm = await b.admit(p)
             if adm.allowed:
-                await b.record(adm, ok=False, failure_class="http_503")
-                first_skip.pop(b.instance_id, None)
-            else:
-                first_skip.setdefault(b.instance_id, clock.t)
+                await b.record(adm, ok=(p == "B"), failure_class=None if p == "B" else "http_503")
+            if b._entries["A"].view.state != "closed":
+                skipping.setdefault(b.instance_id, clock.t)
         if trip_at is None:
             got = await fleet[0]._store.get("A")
             if got is not None and got[0].state == "open":
                 trip_at = got[0].state_since
-        if len(first_skip) == n:
+        if len(skipping) == n:
             break
         await asyncio.sleep(0)
         clock.t += dt
     await close(fleet, kind)
-    everyone = max(first_skip.values()) if len(first_skip) == n else float("nan")
-    return {
-        "trip_after_s": (trip_at or float("nan")) - t_fail,
-        "all_skip_after_s": everyone - t_fail,
-        "all_skip_after_trip_s": everyone - (trip_at or float("nan")),
-    }
+    everyone = max(skipping.values()) if len(skipping) == n else float("nan")
+    trip = trip_at if trip_at is not None else float("nan")
+    return {"trip_after_s": trip - t0, "all_skip_after_s": everyone - t0, "all_skip_after_trip_s": everyone - trip}
 
 
 async def main() -> None:
@@ -159,6 +161,7 @@ async def main() -> None:
     ap.add_argument("--rps", type=float, nargs="+", default=[100, 200, 500], help="requests/s per instance")
     ap.add_argument("--seconds", type=float, default=60)
     args = ap.parse_args()
+    logging.getLogger("shared.resilience").setLevel(logging.ERROR)  # transitions are expected here
 
     az = None
     conn = None
@@ -180,10 +183,11 @@ async def main() -> None:
                   f"{r['ops_per_instance_second']:.2f} ops/s per instance")
         print(f"admit, warm cache: mean {lat['mean_us']:.2f} us, p50 {lat['p50_us']:.2f} us, "
               f"p99 {lat['p99_us']:.2f} us (target < 20 us)")
-        for staleness in (1.0,):
-            o = await outage(args.store, conn, args.instances, 100, staleness)
-            print(f"outage (all calls to A fail from t0, 100 req/s/instance, staleness {staleness:g}s): "
-                  f"tripped after {o['trip_after_s']:.2f}s, every instance skipping after {o['all_skip_after_s']:.2f}s "
+        for a_every, label in ((1, "every instance sends all its traffic to A"),
+                               (50, "instance 0 sends all to A, the others 2% to A and 98% to B")):
+            o = await outage(args.store, conn, args.instances, 1.0, a_every)
+            print(f"outage of A at t0, 100 req/s/instance, staleness 1s ({label}): tripped after "
+                  f"{o['trip_after_s']:.2f}s; every instance skipping A after {o['all_skip_after_s']:.2f}s "
                   f"({o['all_skip_after_trip_s']:.2f}s after the trip)")
     finally:
         if az is not None:

@@ -179,7 +179,7 @@ async def test_steady_state_admits_make_no_store_call(store):
     clock.advance(0.3)
     await b.admit("a")  # stale: one list call re-reads every provider
     assert store.calls - calls == 1
-    clock.advance(5.0)  # successes-only outcomes go out once per window bucket (6 s)
+    clock.advance(7.0)  # successes-only outcomes go out once per window bucket (6 s, + up to 25% jitter)
     await b.record(await b.admit("a"), ok=True)
     await asyncio.gather(*b._tasks)
     assert store.calls - calls == 4  # list + get + replace
@@ -194,7 +194,7 @@ async def test_background_loop_and_close_flush_pending_outcomes(store):
     b = Breakers(store, settings_for=lambda _p: st, clock=clock, instance_id="bg", flush_tick=0.005)
     await b.start()
     await b.record(await b.admit("a"), ok=False, failure_class="timeout")
-    clock.advance(1.0)  # due; the loop (real time, 5 ms tick) writes it without any request
+    clock.advance(1.3)  # due (1 s + jitter); the loop (real time, 5 ms tick) writes it without any request
     for _ in range(400):  # bounded wait for the background task
         got = await store.get("a")
         if got is not None and got[0].window_counts(st, clock())[1] == 1:
@@ -311,4 +311,31 @@ async def test_memory_store_outage_is_survived_logged_once_and_reconciled(caplog
     stored, _ = await store.get("a")
     assert stored.state == "open" and stored.consecutive_failures == 3
     assert (await b.status())[0]["degraded"] is False
+    await b.close()
+
+
+async def test_slow_store_is_bounded_by_the_timeout_and_never_blocks_twice():
+    import time as _time
+
+    store = MemoryBreakerStore()
+    clock = Clock()
+    st = BreakerSettings.from_dict({"consecutive_failures": 2})
+    b = Breakers(store, settings_for=lambda _p: st, clock=clock, instance_id="slow", store_timeout=0.05)
+    await b.record(await b.admit("a"), ok=True)
+    store.delay = 30.0  # hangs: every call would take 30 s
+    clock.advance(2)
+    started = _time.monotonic()
+    first = await b.admit("a")  # stale: waits for the store at most store_timeout
+    assert first.allowed
+    for _ in range(50):  # degraded now: no request waits for the store
+        adm = await b.admit("a")
+        if adm.allowed:
+            await b.record(adm, ok=False, failure_class="timeout")
+        clock.advance(0.1)
+    elapsed = _time.monotonic() - started
+    assert elapsed < 1.0, elapsed
+    rows = await b.status()
+    assert rows[0]["degraded"] is True and "TimeoutError" in rows[0]["last_store_error"]
+    assert rows[0]["state"] == "open"
+    store.delay = 0.0
     await b.close()

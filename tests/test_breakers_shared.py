@@ -57,7 +57,11 @@ def _fleet(connection_string: str, clock: Clock, n: int = N, table: str | None =
     return instances, events, st
 
 
-async def test_failing_provider_is_skipped_everywhere_within_the_staleness_bound(azurite, fleet):
+@pytest.mark.parametrize("a_every", [1, 7], ids=["all-call-A", "others-rarely-call-A"])
+async def test_failing_provider_is_skipped_everywhere_within_the_staleness_bound(azurite, fleet, a_every):
+    """The router loop: try A, on failure fall back to B. With a_every=7 only inst0 sends
+    every request to A; the others try A once in 7 requests, too rarely to trip on their
+    own counts within the test: they must learn of the trip from the shared state."""
     clock = Clock()
     dt = 0.1
     instances, events, st = fleet(azurite.connection_string, clock, consecutive_failures=5, open_seconds=10,
@@ -65,11 +69,11 @@ async def test_failing_provider_is_skipped_everywhere_within_the_staleness_bound
     reached_a: list[tuple[float, str, bool]] = []  # (time, instance, probe)
     client_failures = 0
     steps = int(20 / dt)  # 20 s: trip, the 10 s open window, a failed probe, part of the 20 s re-open
-    for _ in range(steps):
-        for b in instances:
+    for step in range(steps):
+        for i, b in enumerate(instances):
             served = False
-            adm = await b.admit("A")
-            if adm.allowed:
+            adm = await b.admit("A") if (i == 0 or step % a_every == 0) else None
+            if adm is not None and adm.allowed:
                 reached_a.append((clock(), b.instance_id, adm.probe))
                 await b.record(adm, ok=False, failure_class="http_503")
             if not served:
@@ -90,6 +94,10 @@ async def test_failing_provider_is_skipped_everywhere_within_the_staleness_bound
     per_instance = math.ceil(st.cache_staleness_seconds / dt) + 1
     after_trip = [r for r in reached_a if t_trip < r[0] <= t_trip + st.cache_staleness_seconds + 1e-9]
     assert len(after_trip) <= (N - 1) * per_instance
+    if a_every > 1:
+        for other in ("inst1", "inst2", "inst3"):
+            mine = [r for r in reached_a if r[1] == other and not r[2]]
+            assert 0 < len(mine) < st.consecutive_failures, "too few to trip on its own: it learned from the store"
     open_until = t_trip + 10
     during_open = [r for r in reached_a if t_trip + st.cache_staleness_seconds + 1e-9 < r[0] < open_until]
     assert during_open == []

@@ -308,3 +308,29 @@ async def test_abandoned_stream_cancels_upstream(gateway, fakes):
     await it.aclose()
     await cheap.wait_until(lambda: cheap.streams_cancelled == 1, timeout=2.0)
     assert gateway.http.open_connections() <= 1  # released, not leaked (at most one idle keep-alive)
+
+
+async def test_breaker_wrapped_provider_speaks_the_same_protocol(gateway, fakes):
+    from shared.providers.guarded import BreakerProvider
+    from shared.providers.base import ProviderError
+
+    guarded = BreakerProvider(gateway.providers["cheap"], gateway.breakers)
+    assert isinstance(guarded, ChatProvider)
+    result = await guarded.complete(ask())
+    assert result["choices"][0]["message"]["content"].startswith("[cheap]")
+    assert text_of(await collect(guarded.stream(ask(stream=True)))).startswith("[cheap]")
+    await gateway.breakers.isolate("cheap")
+    with pytest.raises(ProviderError) as info:
+        await guarded.complete(ask())
+    assert info.value.kind == "unavailable"
+    assert not [c for c in fakes[0].chat_calls[2:]]  # no call while isolated
+
+
+async def test_code_written_for_one_provider_runs_on_the_router(gateway):
+    async def summarize(provider: ChatProvider) -> str:
+        out = await provider.complete(ask("Summarize this: the sky is blue."))
+        return out["choices"][0]["message"]["content"]
+
+    single = await summarize(gateway.providers["cheap"])
+    routed = await summarize(gateway.router)
+    assert single.startswith("[cheap]") and routed.startswith("[")

@@ -144,7 +144,10 @@ class Breakers:
             self._loop_task = None
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        await self.flush()
+        try:
+            await asyncio.wait_for(self.flush(), self._timeout * 2)
+        except Exception as exc:  # noqa: BLE001 - closing must not raise
+            log.warning("breaker final flush incomplete: %s", type(exc).__name__)
         try:
             await asyncio.wait_for(self._store.close(), self._timeout)
         except Exception as exc:  # noqa: BLE001 - closing must not raise
@@ -206,7 +209,7 @@ class Breakers:
             return (ns if ns is not None else s), tr
 
         async with e.lock:
-            await self._sync(e, st, now, op=claim, local_fallback=True)
+            await self._sync(e, st, now, op=claim, local_fallback=True, force=False)
         return self._answer(e, now, token)
 
     def _answer(self, e: _Entry, now: float, token: str | None = None) -> Admission:
@@ -253,7 +256,7 @@ class Breakers:
                     return m.probe_result(s, st, now, token, ok, failure_class, ra_until)
 
                 async with e.lock:
-                    await self._sync(e, st, now, op=result, local_fallback=True, replay=True)
+                    await self._sync(e, st, now, op=result, local_fallback=True, replay=True, force=False)
                 return
             one = Outcomes()
             if adm.epoch == e.view.epoch:
@@ -267,7 +270,7 @@ class Breakers:
             e.view, tr = m.apply_outcomes(e.view, one, st, now)
             if tr is not None:
                 async with e.lock:  # flush now: the trip is what other instances must see
-                    if not await self._sync(e, st, now):
+                    if not await self._sync(e, st, now, force=False):
                         self._emit(adm.provider, tr, local=True)
             elif not e.lock.locked() and _flush_due(e, st, now, self._jitter) and not (self.degraded and now < e.next_attempt_at):
                 self._spawn(e)
@@ -287,7 +290,7 @@ class Breakers:
                 return m.release_probe(s, token), None
 
             async with e.lock:
-                await self._sync(e, st, self._clock(), op=give_back, local_fallback=True)
+                await self._sync(e, st, self._clock(), op=give_back, local_fallback=True, force=False)
         except Exception:  # noqa: BLE001
             log.exception("breaker release failed for %s", adm.provider)
 
@@ -425,7 +428,7 @@ class Breakers:
             if e.lock.locked():
                 return
             async with e.lock:
-                await self._sync(e, self._settings_for(e.provider), self._clock())
+                await self._sync(e, self._settings_for(e.provider), self._clock(), force=False)
 
         task = asyncio.create_task(run())
         self._tasks.add(task)
@@ -433,10 +436,16 @@ class Breakers:
 
     async def _sync(
         self, e: _Entry, st: BreakerSettings, now: float, op: Op | None = None,
-        *, local_fallback: bool = False, replay: bool = False,
+        *, local_fallback: bool = False, replay: bool = False, force: bool = True,
     ) -> bool:
         """Flush pending outcomes (+ replayed commands, + `op`) in one read-modify-write,
-        and refresh the view. Caller holds `e.lock`. False when the store failed."""
+        and refresh the view. Caller holds `e.lock`. False when the store failed.
+        With `force=False` (request paths), a store known to be down is not retried
+        before `next_attempt_at`: the request goes on locally at once."""
+        if not force and self.degraded and now < e.next_attempt_at:
+            if op is not None:
+                self._apply_locally(e, op, replay, local_fallback)
+            return False
         snapshot, e.pending = e.pending, Outcomes()
         replays = list(e.replay)
 
@@ -465,12 +474,7 @@ class Breakers:
             self._store_failed(exc)
             e.next_attempt_at = now + max(st.cache_staleness_seconds, 0.5)
             if op is not None:
-                if replay:
-                    e.replay = (e.replay + [op])[-_MAX_REPLAY:]
-                if local_fallback:
-                    e.view, tr = op(e.view)
-                    if tr is not None:
-                        self._emit(e.provider, tr, local=True)
+                self._apply_locally(e, op, replay, local_fallback)
             return False
         self._store_ok()
         e.replay = e.replay[len(replays):]
@@ -481,6 +485,14 @@ class Breakers:
         for tr in trs:
             self._emit(e.provider, tr)
         return True
+
+    def _apply_locally(self, e: _Entry, op: Op, replay: bool, local_fallback: bool) -> None:
+        if replay:
+            e.replay = (e.replay + [op])[-_MAX_REPLAY:]
+        if local_fallback:
+            e.view, tr = op(e.view)
+            if tr is not None:
+                self._emit(e.provider, tr, local=True)
 
     # --- store health and events ---------------------------------------------------------
 

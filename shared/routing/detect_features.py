@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable
+from functools import cache
 
-HEAD_CHARS = 384
-TAIL_CHARS = 192
-PAIR_TOKENS = 48
+HEAD_CHARS = 320
+TAIL_CHARS = 160
+PAIR_TOKENS = 32
 
 _DROP = ',.;!()[]{}"*:'
 _DIGITS = "0123456789"
@@ -54,11 +55,17 @@ _LANGUAGES = frozenset(
     ).split()
 )
 _LANG_PREPOSITIONS = ("into", "to", "in", "from")
-# Scripts other than Latin; only searched when the window is not plain ASCII.
-_NON_LATIN_RE = re.compile(
+# Scripts other than Latin; only searched when the window is not plain ASCII, and compiled
+# on first use so that importing this module stays cheap.
+_NON_LATIN = (
     r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u06ff\u0900-\u0dff\u0e00-\u0e7f"
     r"\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]"
 )
+
+
+@cache
+def _non_latin_re() -> re.Pattern[str]:
+    return re.compile(_NON_LATIN)
 
 
 def window(text: str) -> str:
@@ -94,7 +101,7 @@ def features(text: str, length: int | None = None) -> set[Hashable]:
     feats.add("#digits%d" % _bucket(sum(map(low.count, _DIGITS)), (1, 4, 12, 40)))
     feats.update([key for marker, key in _MARKERS if marker in win])
     feats.update([key for stem, key in _STEMS if stem in low])
-    if not win.isascii() and _NON_LATIN_RE.search(win):
+    if not win.isascii() and _non_latin_re().search(win):
         feats.add("#nonlatin")
     langs = feats & _LANGUAGES
     if langs:

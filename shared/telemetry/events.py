@@ -233,10 +233,13 @@ class _Instruments:
 
 
 class _State:
-    def __init__(self, trace_api: Any, tracer: Any, instruments: _Instruments) -> None:
+    def __init__(self, trace_api: Any, tracer: Any, instruments: _Instruments, active: bool = True) -> None:
         self.trace_api = trace_api
         self.tracer = tracer
         self.instruments = instruments
+        self.active = active
+        """False when no OpenTelemetry SDK is installed as the global provider: spans and
+        metrics would go nowhere, so events skip them (the log record still goes out)."""
 
 
 _lock = threading.Lock()
@@ -266,19 +269,35 @@ def _get_state() -> _State:
             from opentelemetry import metrics, trace  # deferred: first event only
 
             tp, mp = _override or (None, None)
-            tracer = (tp or trace.get_tracer_provider()).get_tracer(INSTRUMENTATION_NAME)
+            tracer_provider = tp or trace.get_tracer_provider()
+            tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME)
             meter = (mp or metrics.get_meter_provider()).get_meter(INSTRUMENTATION_NAME)
-            _state = _State(trace, tracer, _Instruments(meter))
+            noop = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+            active = _override is not None or not isinstance(tracer_provider, noop)
+            _state = _State(trace, tracer, _Instruments(meter), active)
         return _state
 
 
+def reset() -> None:
+    """Forget the cached providers (after telemetry was configured)."""
+    global _state
+    with _lock:
+        _state = None
+
+
 # --------------------------------------------------------------------------- emit
+
+
+class _Inactive(Exception):
+    pass
 
 
 def _emit(name: str, attrs: dict[str, Any], level: int, metrics: Callable[[_Instruments], None]) -> None:
     attrs = {"gateway.event": name, **attrs}
     try:
         state = _get_state()
+        if not state.active:
+            raise _Inactive
         span = state.trace_api.get_current_span()
         if span.is_recording():
             span.add_event(f"gateway.{name}", attrs)
@@ -286,6 +305,8 @@ def _emit(name: str, attrs: dict[str, Any], level: int, metrics: Callable[[_Inst
             with state.tracer.start_as_current_span(f"gateway.{name}", attributes=attrs):
                 pass
         metrics(state.instruments)
+    except _Inactive:
+        pass
     except Exception:  # telemetry must never break a request
         logger.debug("telemetry event %s could not be recorded", name, exc_info=True)
     try:

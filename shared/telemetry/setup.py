@@ -44,6 +44,9 @@ def configure_telemetry(env: Mapping[str, str]) -> bool:
         if _result is not None:
             return _result
         _result = _configure(conn, env)
+        from shared.telemetry import events
+
+        events.reset()
         return _result
 
 

@@ -1,0 +1,202 @@
+"""Gateway benchmark: added latency and throughput over calling the provider directly.
+
+    .venv/bin/python bench/bench_gateway.py                    # non-streamed: c=1 and c=32
+    .venv/bin/python bench/bench_gateway.py --mode stream      # 200-chunk streams: TTFT and total
+    .venv/bin/python bench/bench_gateway.py --quick            # shorter runs
+
+Three processes on this machine, all on 127.0.0.1: a fake OpenAI-compatible provider
+(`python -m tests.fakes.llm`), the gateway (`python -m devhost`, serving function_app.py with
+one provider, memory breaker store and ledger, telemetry off) and this load generator.
+The same client sends the same request to the provider directly and through the gateway;
+"added" is the difference of the two latency distributions at the same percentile.
+The non-streamed client is a minimal keep-alive HTTP/1.1 client (asyncio streams), so the
+generator costs as little CPU as possible; streams use aiohttp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devhost.testing import start_devhost  # noqa: E402
+
+PROMPT = "Please answer briefly: what is the capital of France, and why is it famous?"
+
+
+def start_fake(chunks: int, reply: str | None) -> tuple[subprocess.Popen, str]:
+    args = [sys.executable, "-m", "tests.fakes.llm", "--name", "bench", "--key", "bench-key",
+            "--chunks", str(chunks), "--seconds", "900"]
+    if reply:
+        args += ["--reply", reply]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    m = re.search(r"OpenAI (http://\S+)", line)
+    if not m:
+        proc.kill()
+        raise RuntimeError(f"fake did not start: {line!r}")
+    return proc, m.group(1)
+
+
+class RawClient:
+    """Keep-alive HTTP/1.1 POST with a fixed body; reads Content-Length responses."""
+
+    def __init__(self, url: str, path: str, body: bytes, headers: dict[str, str]) -> None:
+        m = re.match(r"http://([^:/]+):(\d+)", url)
+        self.host, self.port = m.group(1), int(m.group(2))
+        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head += f"Content-Length: {len(body)}\r\n\r\n"
+        self.request = head.encode() + body
+        self.reader = self.writer = None
+
+    async def connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def send(self) -> int:
+        self.writer.write(self.request)
+        status_line = await self.reader.readline()
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await self.reader.readexactly(length)
+        return int(status_line.split()[1])
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+async def run_load(url: str, path: str, body: bytes, headers: dict[str, str], concurrency: int,
+                   requests: int, seconds: float) -> dict:
+    clients = [RawClient(url, path, body, headers) for _ in range(concurrency)]
+    for c in clients:
+        await c.connect()
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    per_client = max(1, requests // concurrency)
+
+    async def worker(c: RawClient) -> None:
+        nonlocal errors
+        for _ in range(per_client):
+            if time.perf_counter() > deadline:
+                return
+            t0 = time.perf_counter()
+            status = await c.send()
+            latencies.append(time.perf_counter() - t0)
+            if status != 200:
+                errors += 1
+
+    for c in clients:  # warm-up
+        await c.send()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in clients))
+    elapsed = time.perf_counter() - t0
+    for c in clients:
+        c.close()
+    return {"n": len(latencies), "errors": errors, "rps": len(latencies) / elapsed,
+            "p50_ms": pct(latencies, 50) * 1000, "p99_ms": pct(latencies, 99) * 1000}
+
+
+async def run_streams(url: str, path: str, payload: dict, headers: dict[str, str], concurrency: int,
+                      total: int) -> dict:
+    import aiohttp
+
+    ttfts, totals = [], []
+    errors = 0
+    sem = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        async def one() -> None:
+            nonlocal errors
+            async with sem:
+                t0 = time.perf_counter()
+                first = None
+                async with session.post(url + path, json=payload, headers=headers) as resp:
+                    if resp.status != 200:
+                        errors += 1
+                    async for line in resp.content:
+                        if first is None and b'"content":"' in line and b'"content":""' not in line:
+                            first = time.perf_counter()
+                totals.append(time.perf_counter() - t0)
+                ttfts.append((first or time.perf_counter()) - t0)
+
+        await one()  # warm-up
+        ttfts.clear(), totals.clear()
+        await asyncio.gather(*(one() for _ in range(total)))
+    return {"n": len(ttfts), "errors": errors, "ttft_p50_ms": pct(ttfts, 50) * 1000, "ttft_p99_ms": pct(ttfts, 99) * 1000,
+            "total_p50_ms": pct(totals, 50) * 1000, "total_p99_ms": pct(totals, 99) * 1000}
+
+
+def gateway_env(fake_url: str) -> dict[str, str | None]:
+    cfg = {
+        "providers": {"bench": {"kind": "openai", "endpoint": fake_url, "model": "bench-model",
+                                "api_key_secret": "bench-key", "price": {"input_per_1k": 0.001, "output_per_1k": 0.002}}},
+        "routes": {"default": {"candidates": ["bench"]}},
+    }
+    return {"LLM_ROUTING_CONFIG": json.dumps(cfg), "BENCH_KEY": "bench-key", "LLM_TABLE_CONNECTION": None,
+            "AzureWebJobsStorage": None, "APPLICATIONINSIGHTS_CONNECTION_STRING": None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mode", choices=["latency", "stream"], default="latency")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    chunks = 200 if args.mode == "stream" else 5
+    reply = " ".join(f"w{i}" for i in range(chunks)) if args.mode == "stream" else None
+    fake, fake_url = start_fake(chunks, reply)
+    gw_url, stop = start_devhost(env=gateway_env(fake_url), extra_args=["--log-level", "warning"])
+    try:
+        print(f"# bench_gateway --mode {args.mode} ({os.cpu_count()} cores; fake, gateway and client on one machine)")
+        direct_path = fake_url.split("127.0.0.1:", 1)[1].split("/", 1)[1]
+        direct = (fake_url.rsplit("/v1", 1)[0], "/" + direct_path + "/chat/completions", {"Authorization": "Bearer bench-key"})
+        gateway = (gw_url, "/api/v1/chat/completions", {})
+        if args.mode == "latency":
+            body = json.dumps({"model": "bench-model" , "messages": [{"role": "user", "content": PROMPT}]}).encode()
+            gw_body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": PROMPT}]}).encode()
+            n1, n32, secs = (500, 3000, 10) if args.quick else (3000, 20000, 20)
+            for conc, n in ((1, n1), (32, n32)):
+                d = asyncio.run(run_load(direct[0], direct[1], body, direct[2], conc, n, secs))
+                g = asyncio.run(run_load(gateway[0], gateway[1], gw_body, gateway[2], conc, n, secs))
+                print(f"concurrency {conc:>2}: direct  n={d['n']:>6} p50 {d['p50_ms']:.3f} ms  p99 {d['p99_ms']:.3f} ms  {d['rps']:.0f} req/s  errors {d['errors']}")
+                print(f"concurrency {conc:>2}: gateway n={g['n']:>6} p50 {g['p50_ms']:.3f} ms  p99 {g['p99_ms']:.3f} ms  {g['rps']:.0f} req/s  errors {g['errors']}")
+                print(f"concurrency {conc:>2}: added   p50 {g['p50_ms'] - d['p50_ms']:.3f} ms  p99 {g['p99_ms'] - d['p99_ms']:.3f} ms")
+        else:
+            payload = {"model": "bench-model", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
+            gw_payload = {**payload, "model": "auto"}
+            for conc, n in ((1, 30 if args.quick else 100), (32, 96 if args.quick else 320)):
+                d = asyncio.run(run_streams(direct[0], direct[1], payload, direct[2], conc, n))
+                g = asyncio.run(run_streams(gateway[0], gateway[1], gw_payload, gateway[2], conc, n))
+                for label, r in (("direct ", d), ("gateway", g)):
+                    print(f"concurrency {conc:>2}: {label} n={r['n']:>4} TTFT p50 {r['ttft_p50_ms']:.2f} ms p99 {r['ttft_p99_ms']:.2f} ms"
+                          f"  total p50 {r['total_p50_ms']:.2f} ms p99 {r['total_p99_ms']:.2f} ms  errors {r['errors']}")
+                print(f"concurrency {conc:>2}: added   TTFT p50 {g['ttft_p50_ms'] - d['ttft_p50_ms']:.2f} ms"
+                      f"  total p50 {g['total_p50_ms'] - d['total_p50_ms']:.2f} ms")
+    finally:
+        stop()
+        fake.terminate()
+        fake.wait(5)
+
+
+if __name__ == "__main__":
+    main()
