@@ -334,3 +334,38 @@ async def test_code_written_for_one_provider_runs_on_the_router(gateway):
     single = await summarize(gateway.providers["cheap"])
     routed = await summarize(gateway.router)
     assert single.startswith("[cheap]") and routed.startswith("[")
+
+
+@pytest.mark.parametrize("code_score,expected_task,source", [(0.3, "code", "escalated"), (0.1, "qa", "detected")])
+async def test_escalation_sends_likely_hard_work_to_its_route(gateway, code_score, expected_task, source):
+    from dataclasses import replace
+
+    from shared.routing.detection import Detection
+    from shared.routing.planner import Planner
+    from shared.routing.strategies import build_strategies
+    from shared.routing.latency import LatencyTracker
+    from shared.config.model import Escalation
+
+    config = replace(gateway.config, escalation=Escalation(("code", "reasoning"), 0.25))
+    fake_detect = lambda messages: Detection("qa", 0.5, "user", {"qa": 0.5, "code": code_score, "reasoning": 0.05})
+    decision = Planner(config, build_strategies(LatencyTracker()), detect=fake_detect).plan(ask())
+    assert (decision.task_type, decision.task_source) == (expected_task, source)
+    assert decision.route == ("code" if expected_task == "code" else "default")
+
+
+async def test_low_confidence_detections_take_the_designated_route(gateway):
+    from dataclasses import replace
+
+    from shared.config.model import LowConfidence
+    from shared.routing.detection import Detection
+    from shared.routing.latency import LatencyTracker
+    from shared.routing.planner import Planner
+    from shared.routing.strategies import build_strategies
+
+    config = replace(gateway.config, low_confidence=LowConfidence(0.4, "code"))
+    unsure = Planner(config, build_strategies(LatencyTracker()), detect=lambda m: Detection("qa", 0.3, "user", {"qa": 0.3}))
+    sure = Planner(config, build_strategies(LatencyTracker()), detect=lambda m: Detection("qa", 0.9, "user", {"qa": 0.9}))
+    low = unsure.plan(ask())
+    assert low.route == "code" and low.low_confidence and low.to_dict()["low_confidence"] is True
+    assert sure.plan(ask()).route == "default"
+    assert unsure.plan(ask(task_type="qa")).route == "default"  # a hint is never second-guessed

@@ -19,6 +19,7 @@ from shared.routing.tasks import TASK_TYPES
 
 from .model import (
     CostConfig,
+    Escalation,
     GatewayConfig,
     Limits,
     LowConfidence,
@@ -201,6 +202,9 @@ def _cross_check(doc: dict[str, Any]) -> list[str]:
         missing = [t for t in TASK_TYPES if t not in routes]
         if missing:
             problems.append(f"routes: add a 'default' route or routes for every task type (missing: {', '.join(missing)})")
+    for i, task in enumerate((doc.get("escalation") or {}).get("task_types", [])):
+        if task not in routes and "default" not in routes:
+            problems.append(f"escalation.task_types[{i}]: no route serves {task!r}")
     low = doc.get("low_confidence")
     if low and low["route"] not in routes:
         problems.append(f"low_confidence.route: unknown route {low['route']!r}")
@@ -251,5 +255,7 @@ def _build(doc: dict[str, Any], raw: dict[str, Any], source: str) -> GatewayConf
         secrets=_with_defaults(doc.get("secrets", {}), schema()["properties"]["secrets"]),
         cost=CostConfig(cost.get("baseline_provider"), cost["max_report_days"]),
         low_confidence=LowConfidence(low["threshold"], low["route"]) if low else None,
+        escalation=(Escalation(tuple(doc["escalation"]["task_types"]), doc["escalation"]["min_probability"])
+                    if doc.get("escalation") else None),
         description=doc.get("description"),
     )

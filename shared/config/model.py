@@ -91,6 +91,12 @@ class LowConfidence:
 
 
 @dataclass(frozen=True, slots=True)
+class Escalation:
+    task_types: tuple[str, ...]
+    min_probability: float
+
+
+@dataclass(frozen=True, slots=True)
 class CostConfig:
     baseline_provider: str | None
     max_report_days: int
@@ -106,6 +112,7 @@ class GatewayConfig:
     secrets: Mapping[str, Any]
     cost: CostConfig
     low_confidence: LowConfidence | None = None
+    escalation: Escalation | None = None
     description: str | None = None
 
     def route_for_task(self, task_type: str) -> RouteConfig:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,11 @@ class Detection:
     confidence: float
     # Where the decision came from: "user", "system", "history", "text" or "none".
     source: str = "user"
+    # The probability of every task type behind the decision (empty when there was no text).
+    scores: Mapping[str, float] = field(default_factory=dict, compare=False, repr=False)
+
+    def score(self, task_type: str) -> float:
+        return self.scores.get(task_type, 0.0)
 
 
 class LinearModel:
@@ -100,8 +105,9 @@ def detect_text(text: str) -> Detection:
     if not text or text.isspace():
         return Detection(_CHAT, 0.0, "none")
     model = _model()
-    task, confidence = model.predict_text(text)
-    return Detection(task, round(confidence, 4), "text")
+    probs = model.probabilities(text)
+    best = max(range(len(probs)), key=probs.__getitem__)
+    return Detection(model.classes[best], round(probs[best], 4), "text", dict(zip(model.classes, probs)))
 
 
 def detect(messages: Sequence[Mapping[str, Any]]) -> Detection:
@@ -123,7 +129,7 @@ def detect(messages: Sequence[Mapping[str, Any]]) -> Detection:
         if best == model._chat:
             continue  # small talk carries no task signal
         if source == "user" and probs[best] >= CONFIDENT:
-            return Detection(model.classes[best], round(probs[best], 4), "user")
+            return Detection(model.classes[best], round(probs[best], 4), "user", dict(zip(model.classes, probs)))
         weighted = [p * weight for p in probs]
         contributions.append((source, weighted))
         mixed = weighted if mixed is None else [a + b for a, b in zip(mixed, weighted)]
@@ -140,14 +146,15 @@ def detect(messages: Sequence[Mapping[str, Any]]) -> Detection:
     if confidence < MIN_TASK_CONFIDENCE:
         return _chat_fallback(model, latest)
     source = max(contributions, key=lambda c: c[1][best])[0]
-    return Detection(model.classes[best], round(confidence, 4), source)
+    scores = {c: v / total_weight for c, v in zip(model.classes, mixed)}
+    return Detection(model.classes[best], round(confidence, 4), source, scores)
 
 
 def _chat_fallback(model: LinearModel, latest: tuple[str, int] | None) -> Detection:
     if latest is None or model._chat < 0:
         return Detection(_CHAT, 0.0, "none")
     probs = model.probabilities(*latest)
-    return Detection(_CHAT, round(probs[model._chat], 4), "user")
+    return Detection(_CHAT, round(probs[model._chat], 4), "user", dict(zip(model.classes, probs)))
 
 
 def _turns(

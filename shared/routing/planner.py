@@ -23,7 +23,7 @@ DEFAULT_COMPLETION_TOKENS = 512
 class Decision:
     task_type: str
     task_source: str
-    """`hint` (header or body) or `detected`."""
+    """`hint` (header or body), `detected`, or `escalated` (see the config's `escalation`)."""
     confidence: float
     strategy: str
     route: str | None
@@ -104,6 +104,11 @@ class Planner:
         else:
             det = self._detect(request.messages)
             task, source, confidence = det.task_type, "detected", float(det.confidence)
+            esc = cfg.escalation
+            if esc and task not in esc.task_types:
+                hard = max(esc.task_types, key=det.score)
+                if det.score(hard) >= esc.min_probability:
+                    task, source, confidence = hard, "escalated", float(det.score(hard))
         shape = estimate_shape(request)
 
         pinned = None
