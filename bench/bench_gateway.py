@@ -34,9 +34,9 @@ from devhost.testing import start_devhost  # noqa: E402
 PROMPT = "Please answer briefly: what is the capital of France, and why is it famous?"
 
 
-def start_fake(chunks: int, reply: str | None) -> tuple[subprocess.Popen, str]:
+def start_fake(chunks: int, reply: str | None, chunk_interval: float = 0.0) -> tuple[subprocess.Popen, str]:
     args = [sys.executable, "-m", "tests.fakes.llm", "--name", "bench", "--key", "bench-key",
-            "--chunks", str(chunks), "--seconds", "900"]
+            "--chunks", str(chunks), "--seconds", "900", "--chunk-interval", str(chunk_interval)]
     if reply:
         args += ["--reply", reply]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -161,13 +161,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mode", choices=["latency", "stream"], default="latency")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--chunk-interval", type=float, default=0.0,
+                    help="seconds between the fake's stream chunks (0: back to back, the worst case)")
     args = ap.parse_args()
     chunks = 200 if args.mode == "stream" else 5
     reply = " ".join(f"w{i}" for i in range(chunks)) if args.mode == "stream" else None
-    fake, fake_url = start_fake(chunks, reply)
+    fake, fake_url = start_fake(chunks, reply, args.chunk_interval)
     gw_url, stop = start_devhost(env=gateway_env(fake_url), extra_args=["--log-level", "warning"])
     try:
-        print(f"# bench_gateway --mode {args.mode} ({os.cpu_count()} cores; fake, gateway and client on one machine)")
+        print(f"# bench_gateway --mode {args.mode} --chunk-interval {args.chunk_interval} "
+              f"({os.cpu_count()} cores; fake, gateway and client on one machine)")
         direct_path = fake_url.split("127.0.0.1:", 1)[1].split("/", 1)[1]
         direct = (fake_url.rsplit("/v1", 1)[0], "/" + direct_path + "/chat/completions", {"Authorization": "Bearer bench-key"})
         gateway = (gw_url, "/api/v1/chat/completions", {})
@@ -184,7 +187,10 @@ def main() -> None:
         else:
             payload = {"model": "bench-model", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
             gw_payload = {**payload, "model": "auto"}
-            for conc, n in ((1, 30 if args.quick else 100), (32, 96 if args.quick else 320)):
+            paced = args.chunk_interval > 0
+            sizes = ((1, 10 if paced else 30), (32, 32 if paced else 96)) if args.quick else \
+                    ((1, 20 if paced else 100), (32, 64 if paced else 320))
+            for conc, n in sizes:
                 d = asyncio.run(run_streams(direct[0], direct[1], payload, direct[2], conc, n))
                 g = asyncio.run(run_streams(gateway[0], gateway[1], gw_payload, gateway[2], conc, n))
                 for label, r in (("direct ", d), ("gateway", g)):

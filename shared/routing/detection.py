@@ -59,7 +59,7 @@ class Detection:
 class LinearModel:
     """Per-class scores are a bias plus the summed weights of the features present."""
 
-    __slots__ = ("classes", "bias", "weights", "_chat")
+    __slots__ = ("classes", "bias", "weights", "_chat", "_packed", "_packed_bias")
 
     def __init__(
         self,
@@ -71,6 +71,10 @@ class LinearModel:
         self.bias = tuple(bias)
         self.weights = {k: tuple(v) for k, v in weights.items()}
         self._chat = self.classes.index(_CHAT) if _CHAT in self.classes else -1
+        # Each weight row packed into one integer (fixed point, one 32-bit field per class):
+        # summing a prompt's rows is then one integer addition per feature, not one per class.
+        self._packed = {k: _pack(v) for k, v in self.weights.items()}
+        self._packed_bias = _pack(self.bias)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LinearModel:
@@ -81,9 +85,9 @@ class LinearModel:
         return cls(data["classes"], data["bias"], weights)
 
     def probabilities(self, text: str, length: int | None = None) -> list[float]:
-        get = self.weights.get
-        hits = [w for w in map(get, features(text, length)) if w is not None]
-        scores = [sum(column) for column in zip(self.bias, *hits)]
+        get = self._packed.get
+        total = sum(filter(None, map(get, features(text, length))), self._packed_bias)
+        scores = _unpack(total, len(self.classes))
         top = max(scores)
         exps = [math.exp(s - top) for s in scores]
         total = sum(exps)
@@ -93,6 +97,30 @@ class LinearModel:
         probs = self.probabilities(text)
         best = max(range(len(probs)), key=probs.__getitem__)
         return self.classes[best], probs[best]
+
+
+_SCALE = 100_000  # weights are stored with at most 3 decimals: exact in this fixed point
+_BITS = 40
+_MASK = (1 << _BITS) - 1
+_HALF = 1 << (_BITS - 1)
+
+
+def _pack(row: Sequence[float]) -> int:
+    packed = 0
+    for i, w in enumerate(row):
+        packed += round(w * _SCALE) << (_BITS * i)
+    return packed or 1 << (_BITS * len(row))  # never 0, so filter(None, ...) keeps it
+
+
+def _unpack(total: int, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        field = total & _MASK
+        if field >= _HALF:
+            field -= 1 << _BITS
+        out.append(field / _SCALE)
+        total = (total - field) >> _BITS
+    return out
 
 
 @cache

@@ -101,7 +101,8 @@ def route_decided(
     def metrics(m: _Instruments) -> None:
         m.route_decisions.add(1, _pick(attrs, "task_type", "strategy", "chosen"))
 
-    _emit("route_decided", attrs, logging.INFO, metrics)
+    # Per-request successes log at DEBUG: spans and metrics carry them; logs are for trouble.
+    _emit("route_decided", attrs, logging.DEBUG, metrics)
 
 
 def attempt_failed(
@@ -203,7 +204,7 @@ def request_completed(
         if attrs["gateway.cost_usd"]:
             m.cost.add(attrs["gateway.cost_usd"], tok_dims)
 
-    _emit("request_completed", attrs, logging.WARNING if failed else logging.INFO, metrics)
+    _emit("request_completed", attrs, logging.WARNING if failed else logging.DEBUG, metrics)
 
 
 # --------------------------------------------------------------------------- providers
