@@ -348,7 +348,8 @@ async def _run_all(args, store: str, azurite) -> int:
     backup = make_fake("backup", "k-backup", 2, (0.02, 0.08), 8, 0.01)
     report: dict[str, Any] = {"command": "bench/load_test.py " + " ".join(sys.argv[1:]),
                               "concurrency": args.concurrency, "seconds": args.seconds,
-                              "stream_ratio": args.stream_ratio, "cpus": os.cpu_count(), "store": store}
+                              "stream_ratio": args.stream_ratio, "cpus": os.cpu_count(), "store": store,
+                              "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
     failures: list[str] = []
     fake_thread = FakeLLMThread(primary, backup)
     with fake_thread:
@@ -511,6 +512,7 @@ async def _run_all(args, store: str, azurite) -> int:
         "ledger": debug_end["ledger"], "ledger_records_in_memory_end": debug_end["ledger_records_in_memory"],
         "gc_objects_start_end": [debug_start["gc_objects"], debug_end["gc_objects"]],
     }
+    report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report["leaks"] = {
         "tcp_at_end": at_end, "tcp_2s_after": after_close, f"tcp_{args.settle:g}s_after": settled,
         "fake_server_connections_after": fake_conns,
@@ -519,6 +521,12 @@ async def _run_all(args, store: str, azurite) -> int:
         "pooled_provider_connections_end": debug_end["pooled_provider_connections"],
     }
     report["devhost_log_errors"] = [l for l in devhost_log.splitlines() if " ERROR " in l or "Traceback" in l][:5]
+    warnings: dict[str, int] = {}
+    for line in devhost_log.splitlines():
+        if " WARNING " in line and "gateway.events" not in line:
+            key = re.sub(r"\d+", "N", line.split(" WARNING ", 1)[1])[:160]
+            warnings[key] = warnings.get(key, 0) + 1
+    report["devhost_log_warnings"] = warnings
 
     # 4. checks
     if errors:
@@ -549,7 +557,7 @@ async def _count(fake) -> int:
 def print_report(r: dict[str, Any]) -> None:
     g, d, a, o, m, lk = r["gateway"], r["direct"], r["added_latency"], r["outage"], r["memory"], r["leaks"]
     print(f"\n== load test: {r['command']}  ({r['cpus']} CPUs, client + fakes + devhost on this machine; "
-          f"breaker store and usage ledger: {r['store']})")
+          f"breaker store and usage ledger: {r['store']}; load average {r['loadavg_start']} -> {r['loadavg_end']})")
     print(f"direct to fake : {d['requests']} requests, {d['errors']} errors, {d['rps']} req/s; "
           f"p50/p99 json {d['p50_ms']['json']}/{d['p99_ms']['json']} ms, stream {d['p50_ms']['stream']}/{d['p99_ms']['stream']} ms")
     print(f"through gateway: {g['requests']} requests ({g['non_streamed']} json, {g['streamed']} streamed) in "
@@ -581,6 +589,10 @@ def print_report(r: dict[str, Any]) -> None:
           f"{lk['pooled_provider_connections_end']}")
     print(f"asyncio tasks in the devhost: {lk['devhost_tasks_start']} before, {lk['devhost_tasks_end']} after "
           f"{lk['devhost_task_names_end']}")
+    for line, n in r["devhost_log_warnings"].items():
+        print(f"devhost warning x{n}: {line}")
+    for line in r["devhost_log_errors"]:
+        print(f"devhost ERROR: {line}")
     c = r["checks"]
     print("CHECKS: " + ("PASSED" if c["passed"] else "FAILED: " + "; ".join(c["failures"])))
 

@@ -26,5 +26,5 @@ if grep -q 'UseDevelopmentStorage=true' local.settings.json && ! (exec 3<>/dev/t
   echo "run: started Azurite (tables) on 127.0.0.1:10002, data in .azurite/"
 fi
 
-"$ROOT/.venv/bin/python" -m shared.config.check || echo "run: the gateway starts anyway; /api/health reports the config problem" >&2
+"$ROOT/.venv/bin/python" -m shared.config.check --settings local.settings.json || echo "run: the gateway starts anyway; /api/health reports the config problem" >&2
 "$ROOT/.venv/bin/python" -m devhost "$@"

@@ -264,6 +264,7 @@ def get_gateway(env: Mapping[str, str] | None = None) -> Gateway:
     if _config_error is not None:
         raise _config_error
     env = os.environ if env is None else env
+    _quiet_sdk_http_logs(env)
     _install_redaction()
     _configure_telemetry(env)
     try:
@@ -274,6 +275,14 @@ def get_gateway(env: Mapping[str, str] | None = None) -> Gateway:
         log.error("routing config failed to load: %s", exc)
         raise
     return _gateway
+
+
+def _quiet_sdk_http_logs(env: Mapping[str, str]) -> None:
+    """The Azure SDK logs every HTTP request and response at INFO: far too much for a
+    per-request path. Keep warnings unless LLM_AZURE_SDK_HTTP_LOGS=1 asks for them."""
+    if env.get("LLM_AZURE_SDK_HTTP_LOGS") != "1":
+        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+        logging.getLogger("azure.identity").setLevel(logging.WARNING)
 
 
 def _install_redaction() -> None:

@@ -1,6 +1,9 @@
 """Validate a routing config without starting the gateway.
 
-    python -m shared.config.check [PATH]     # default: the LLM_ROUTING_CONFIG setting
+    python -m shared.config.check [PATH] [--settings local.settings.json]
+
+Without PATH, the LLM_ROUTING_CONFIG setting names the config. `--settings` reads app settings
+from a local.settings.json first, the way the Functions host does (the environment wins).
 """
 
 from __future__ import annotations
@@ -13,9 +16,32 @@ from shared.errors import ConfigError
 from .loader import load_file, load_from_setting
 
 
-def main(argv: list[str]) -> int:
+def _settings(path: str) -> dict[str, str]:
+    import json
+
     try:
-        config = load_file(argv[0]) if argv else load_from_setting(os.environ)
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f).get("Values", {})
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(path, [f"cannot read app settings: {exc}"]) from None
+    return {k: str(v) for k, v in values.items() if isinstance(v, (str, int, float, bool))}
+
+
+def main(argv: list[str]) -> int:
+    env: dict[str, str] = {}
+    if "--settings" in argv:
+        i = argv.index("--settings")
+        settings_path = argv[i + 1] if i + 1 < len(argv) else "local.settings.json"
+        argv = argv[:i] + argv[i + 2:]
+    else:
+        settings_path = None
+    try:
+        if settings_path:
+            env.update(_settings(settings_path))
+        env.update(os.environ)
+        config = load_file(argv[0], env) if argv else load_from_setting(env)
     except ConfigError as exc:
         print(f"config error in {exc.source}:", file=sys.stderr)
         for problem in exc.problems:
