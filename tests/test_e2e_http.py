@@ -245,7 +245,7 @@ def test_unknown_path_and_method(gateway_url):
 
 
 def test_stream_arrives_incrementally_and_complete(client, fakes):
-    thread, cheap = fakes[0], fakes[1]
+    cheap = fakes[1]
     cheap.chunks, cheap.chunk_interval = 8, 0.05
     cheap.reset_records()
     stream = client.chat.completions.create(model="cheap", stream=True, stream_options={"include_usage": True},

@@ -7,17 +7,15 @@ OpenAI-style body in one place (`responses.error_response`).
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 from urllib.parse import unquote
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from shared.errors import ConfigError, ConfigUnavailable, GatewayError, NotFound, PayloadTooLarge
-from shared.gateway import Gateway, config_error, get_gateway
+from shared.gateway import Gateway, get_gateway
 
 from .request import decode_body, parse_chat_request
 from .responses import SSE_HEADERS, error_response, internal_error, json_response, route_headers, sse_stream

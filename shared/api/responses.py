@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any, AsyncIterator
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from shared.errors import GatewayError
 from shared.routing.attempts import header_safe

@@ -13,15 +13,16 @@ import uuid
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from shared.config import GatewayConfig
-from shared.errors import AllProvidersFailed, DeadlineExceeded, GatewayError, UpstreamRejected
-from shared.providers.base import AUTH, UNAVAILABLE, ChatProvider, ChatRequest, Chunk, Completion, ProviderError
+from shared.errors import AllProvidersFailed, GatewayError, UpstreamRejected
+from shared.providers.base import AUTH, ChatProvider, ChatRequest, Chunk, Completion, ProviderError
 
-from .attempts import Attempt, failure_class, failure_reason
+from .attempts import Attempt
 from .costing import completion_usage, cost_of
 from .latency import LatencyTracker
 from .observer import NULL_OBSERVER, Observer
 from .planner import Decision, Planner
 from .streaming import RoutedStream, open_candidate_stream
+from .walk import CandidateWalk
 
 
 class Router:
@@ -52,64 +53,30 @@ class Router:
 
     # -- ChatProvider --------------------------------------------------------------
     async def complete(self, request: ChatRequest) -> Completion:
-        started = self.clock()
         request.request_id = request.request_id or uuid.uuid4().hex
         decision = self.decide(request)
         self.observer.route_decided(decision)
-        attempts: list[Attempt] = []
-        deadline = started + self.config.limits.total_timeout_seconds
-        retry_after: float | None = None
-        for name in decision.candidates[: self.config.limits.max_attempts]:
-            provider = self.providers[name]
-            if not self.config.providers[name].enabled:
-                attempts.append(Attempt(name, "skipped", "disabled"))
-                continue
-            admission = await self.breakers.admit(name)
-            if not admission.allowed:
-                attempts.append(Attempt(name, "skipped", admission.reason or f"breaker {admission.state}"))
-                retry_after = _min(retry_after, admission.retry_after)
-                continue
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                await self.breakers.release(admission)
-                self._finish_failed(request, decision, attempts, 504, started)
-                raise self._deadline(decision, attempts)
-            note_failover(self.observer, attempts, name)
+        walk = CandidateWalk(self, request, decision)
+        async for name, provider, admission, remaining in walk.candidates():
             t0 = self.clock()
             try:
                 async with asyncio.timeout(remaining):
                     result = await self._call(provider, request)
             except ProviderError as err:
-                elapsed = (self.clock() - t0) * 1000
-                retry_after = _min(retry_after, err.retry_after)
-                if err.kind == UNAVAILABLE:
-                    await self.breakers.release(admission)
-                    attempts.append(Attempt(name, "skipped", err.message))
-                    continue
-                if not err.retryable:
-                    await self.breakers.release(admission)
-                    attempts.append(Attempt(name, "rejected", failure_reason(err), err.status, elapsed))
-                    self._finish_failed(request, decision, attempts, err.status or 400, started)
-                    raise _rejected(err, decision, attempts) from None
-                await self.breakers.record(admission, ok=False, failure_class=failure_class(err), retry_after=err.retry_after)
-                attempts.append(Attempt(name, "failed", failure_reason(err), err.status, elapsed))
-                self.observer.attempt_failed(name, failure_class(err), elapsed / 1000, err.status)
+                await walk.failed(name, admission, err, t0)
                 continue
             except TimeoutError:
-                await self.breakers.record(admission, ok=False, failure_class="timeout")
-                attempts.append(Attempt(name, "failed", "deadline", None, (self.clock() - t0) * 1000))
-                self._finish_failed(request, decision, attempts, 504, started)
-                raise self._deadline(decision, attempts) from None
+                await walk.timed_out(name, admission, t0, "deadline")
+                continue
             except asyncio.CancelledError:
                 await self.breakers.release(admission)
                 raise
-            elapsed = (self.clock() - t0) * 1000
+            elapsed = walk.elapsed_ms(t0)
             await self.breakers.record(admission, ok=True, latency=elapsed / 1000)
             self.latency.observe(name, elapsed)
-            attempts.append(Attempt(name, "ok", status=200, latency_ms=elapsed))
-            return self._finish_ok(request, decision, attempts, name, result, started)
-        self._finish_failed(request, decision, attempts, 503, started)
-        raise _all_failed(decision, attempts, retry_after)
+            walk.succeeded(name, elapsed)
+            return self._finish_ok(request, decision, walk.attempts, name, result, walk.started)
+        raise walk.exhausted()
 
     async def _call(self, provider: ChatProvider, request: ChatRequest) -> Completion:
         try:
@@ -149,26 +116,13 @@ class Router:
         )
         return result
 
-    def _finish_failed(self, request, decision, attempts, status, started) -> None:
+    def finish_failed(self, request, decision, status, started) -> None:
         self.observer.completed(
             request_id=request.request_id, provider=None, model=None, task_type=decision.task_type,
             strategy=decision.strategy, status=status, latency_ms=(self.clock() - started) * 1000, ttft_ms=None,
             prompt_tokens=0, completion_tokens=0, cost_usd=0.0, estimated=False, stream=request.stream,
             candidates=decision.candidates, confidence=decision.confidence,
         )
-
-    def _deadline(self, decision: Decision, attempts: list[Attempt]) -> DeadlineExceeded:
-        return DeadlineExceeded(
-            f"the request's total budget of {self.config.limits.total_timeout_seconds:g}s ran out "
-            f"after {len(attempts)} attempt(s)",
-            extra={"route": route_info(decision, attempts, None, None, None, None, None)},
-        )
-
-
-def note_failover(observer: Observer, attempts: list[Attempt], to_provider: str) -> None:
-    """Emit a failover event when this attempt follows a failed one."""
-    if attempts and attempts[-1].outcome == "failed":
-        observer.failover(attempts[-1].provider, to_provider, attempts[-1].reason)
 
 
 def route_info(decision: Decision, attempts: list[Attempt], provider, model, request_id, cost, estimated) -> dict[str, Any]:
@@ -191,15 +145,7 @@ def route_info(decision: Decision, attempts: list[Attempt], provider, model, req
     return info
 
 
-def _min(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
-
-
-def _all_failed(decision: Decision, attempts: list[Attempt], retry_after: float | None) -> AllProvidersFailed:
+def all_failed(decision: Decision, attempts: list[Attempt], retry_after: float | None) -> AllProvidersFailed:
     detail = "; ".join(a.short() for a in attempts) or "no candidates"
     headers = {"Retry-After": str(max(1, int(retry_after + 0.999)))} if retry_after else {}
     return AllProvidersFailed(
@@ -209,7 +155,7 @@ def _all_failed(decision: Decision, attempts: list[Attempt], retry_after: float 
     )
 
 
-def _rejected(err: ProviderError, decision: Decision, attempts: list[Attempt]) -> GatewayError:
+def rejected(err: ProviderError, decision: Decision, attempts: list[Attempt]) -> GatewayError:
     """A provider's non-retryable 4xx goes back to the caller as it is."""
     body_err = (err.body or {}).get("error") if isinstance(err.body, dict) else None
     if isinstance(body_err, dict):

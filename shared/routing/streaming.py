@@ -14,7 +14,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from shared.errors import GatewayError
-from shared.providers.base import AUTH, UNAVAILABLE, ChatRequest, Chunk, ProviderError
+from shared.providers.base import AUTH, ChatRequest, Chunk, ProviderError
 from shared.providers.openai_wire import has_content
 
 from .attempts import Attempt, failure_class, failure_reason
@@ -170,70 +170,31 @@ class RoutedStream:
 
 
 async def open_candidate_stream(router: "Router", request: ChatRequest) -> RoutedStream:
-    from .router import _all_failed, _min, _rejected, note_failover
+    from .walk import CandidateWalk
 
-    started = router.clock()
     request.request_id = request.request_id or uuid.uuid4().hex
     decision = router.decide(request)
     router.observer.route_decided(decision)
-    attempts: list[Attempt] = []
-    deadline = started + router.config.limits.total_timeout_seconds
-    retry_after = None
-    for name in decision.candidates[: router.config.limits.max_attempts]:
-        pcfg = router.config.providers[name]
-        if not pcfg.enabled:
-            attempts.append(Attempt(name, "skipped", "disabled"))
-            continue
-        admission = await router.breakers.admit(name)
-        if not admission.allowed:
-            attempts.append(Attempt(name, "skipped", admission.reason or f"breaker {admission.state}"))
-            retry_after = _min(retry_after, admission.retry_after)
-            continue
-        remaining = deadline - router.clock()
-        if remaining <= 0:
-            await router.breakers.release(admission)
-            router._finish_failed(request, decision, attempts, 504, started)
-            raise router._deadline(decision, attempts)
-        note_failover(router.observer, attempts, name)
+    walk = CandidateWalk(router, request, decision)
+    async for name, provider, admission, remaining in walk.candidates():
         t0 = router.clock()
-        provider = router.providers[name]
         try:
-            async with asyncio.timeout(min(remaining, pcfg.timeouts.total_seconds)):
+            async with asyncio.timeout(min(remaining, router.config.providers[name].timeouts.total_seconds)):
                 upstream, buffered, exhausted = await _until_first_token(provider, request)
         except ProviderError as err:
-            elapsed = (router.clock() - t0) * 1000
-            retry_after = _min(retry_after, err.retry_after)
-            if err.kind == UNAVAILABLE:
-                await router.breakers.release(admission)
-                attempts.append(Attempt(name, "skipped", err.message))
-                continue
-            if not err.retryable:
-                await router.breakers.release(admission)
-                attempts.append(Attempt(name, "rejected", failure_reason(err), err.status, elapsed))
-                router._finish_failed(request, decision, attempts, err.status or 400, started)
-                raise _rejected(err, decision, attempts) from None
-            await router.breakers.record(admission, ok=False, failure_class=failure_class(err), retry_after=err.retry_after)
-            attempts.append(Attempt(name, "failed", failure_reason(err), err.status, elapsed))
-            router.observer.attempt_failed(name, failure_class(err), elapsed / 1000, err.status)
+            await walk.failed(name, admission, err, t0)
             continue
         except TimeoutError:
-            elapsed = (router.clock() - t0) * 1000
-            await router.breakers.record(admission, ok=False, failure_class="timeout")
-            attempts.append(Attempt(name, "failed", "no first token in time", None, elapsed))
-            router.observer.attempt_failed(name, "timeout", elapsed / 1000, None)
-            if router.clock() >= deadline:
-                router._finish_failed(request, decision, attempts, 504, started)
-                raise router._deadline(decision, attempts) from None
+            await walk.timed_out(name, admission, t0, "no first token in time")
             continue
         except asyncio.CancelledError:
             await router.breakers.release(admission)
             raise
         ttft = router.clock() - t0
-        attempts.append(Attempt(name, "ok", status=200, latency_ms=ttft * 1000))
-        return RoutedStream(router, request, decision, attempts, name, admission, upstream, buffered,
-                            started, ttft, exhausted)
-    router._finish_failed(request, decision, attempts, 503, started)
-    raise _all_failed(decision, attempts, retry_after)
+        walk.succeeded(name, ttft * 1000)
+        return RoutedStream(router, request, decision, walk.attempts, name, admission, upstream, buffered,
+                            walk.started, ttft, exhausted)
+    raise walk.exhausted()
 
 
 async def _until_first_token(provider, request: ChatRequest) -> tuple[AsyncIterator[Chunk], list[Chunk], bool]:
