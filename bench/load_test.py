@@ -88,11 +88,27 @@ def __getattr__(name: str) -> Any:
             "pooled_provider_connections": gw.http.open_connections() if gw is not None else None,
             "ledger": type(ledger).__name__,
             "ledger_records_in_memory": len(getattr(ledger, "_records", ())) or getattr(ledger, "pending", 0),
+            "ledger_written": getattr(ledger, "written", None), "ledger_dropped": getattr(ledger, "dropped", None),
             "gc_objects": len(gc.get_objects()),
+            "gc_types": _type_counts(gc.get_objects()),
         })
 
     globals()["app"] = app
     return app
+
+
+def _type_counts(objects) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for o in objects:
+        t = type(o)
+        key = f"{t.__module__}.{t.__qualname__}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _type_growth(start: dict[str, int], end: dict[str, int], top: int = 8) -> dict[str, int]:
+    diff = {k: end.get(k, 0) - start.get(k, 0) for k in set(start) | set(end)}
+    return dict(sorted(((k, v) for k, v in diff.items() if v > 0), key=lambda kv: -kv[1])[:top])
 
 
 # -- fakes with jittered latency --------------------------------------------------------------------
@@ -430,6 +446,9 @@ async def _run_all(args, store: str, azurite) -> int:
                         args.max_requests, args.timeout, args.seed + 1, run, on_tick=tick)
             elapsed = time.monotonic() - t_start
             at_end = tcp_summary(proc, port, fake_ports)
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"{base}/api/bench/debug") as r:
+                    debug_load_end = await r.json()
             await asyncio.sleep(2.0)
             after_close = tcp_summary(proc, port, fake_ports)
             await asyncio.sleep(max(0.0, args.settle - 2.0))
@@ -509,8 +528,12 @@ async def _run_all(args, store: str, azurite) -> int:
         "threads_first_last": [samples[0]["threads"], samples[-1]["threads"]] if samples else None,
         "devhost_cpu_percent_mean": round(statistics.fmean(s["cpu"] for s in samples[1:]), 1) if len(samples) > 1 else None,
         "bench_cpu_percent_mean": round(statistics.fmean(s["bench_cpu"] for s in samples[1:]), 1) if len(samples) > 1 else None,
-        "ledger": debug_end["ledger"], "ledger_records_in_memory_end": debug_end["ledger_records_in_memory"],
+        "ledger": debug_end["ledger"],
+        "ledger_backlog_at_load_end": debug_load_end["ledger_records_in_memory"],
+        "ledger_records_in_memory_end": debug_end["ledger_records_in_memory"],
+        "ledger_written_dropped": [debug_end["ledger_written"], debug_end["ledger_dropped"]],
         "gc_objects_start_end": [debug_start["gc_objects"], debug_end["gc_objects"]],
+        "gc_growth_by_type": _type_growth(debug_start["gc_types"], debug_end["gc_types"]),
     }
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report["leaks"] = {
@@ -534,6 +557,12 @@ async def _run_all(args, store: str, azurite) -> int:
     m = report["memory"]
     if m["first_third_mean_mb"] and m["last_third_mean_mb"] - m["first_third_mean_mb"] > max(10.0, 0.1 * m["first_third_mean_mb"]):
         failures.append("memory grew between the first and last third of the run")
+    ledger_types = ("shared.usage.ledger._Pending", "shared.usage.ledger.UsageRecord")
+    other_growth = sum(v for k, v in _type_growth(debug_start["gc_types"], debug_end["gc_types"], top=10**6).items()
+                       if k not in ledger_types)
+    m["gc_growth_excluding_ledger_records"] = other_growth
+    if other_growth > 5000:
+        failures.append(f"{other_growth} more live objects (besides queued usage records) after the run")
     if settled["inbound"].get("ESTABLISHED", 0) or settled["inbound"].get("CLOSE_WAIT", 0):
         failures.append("client connections left open on the devhost")
     if settled["to_providers"].get("CLOSE_WAIT", 0) or settled["to_providers"].get("ESTABLISHED", 0) > 2 * args.concurrency:
@@ -581,7 +610,11 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"memory (RSS, after warm-up): start {m['rss_start_mb']} MB, peak {m['rss_peak_mb']} MB, end {m['rss_end_mb']} MB; "
           f"slope {m['slope_mb_per_min']} MB/min; first third {m['first_third_mean_mb']} MB vs last third "
           f"{m['last_third_mean_mb']} MB; fds {m['fds_first_last']}, threads {m['threads_first_last']}; "
-          f"gc objects {m['gc_objects_start_end']}; {m['ledger']} holding {m['ledger_records_in_memory_end']} records")
+          f"gc objects {m['gc_objects_start_end']}")
+    print(f"  usage ledger ({m['ledger']}): {m['ledger_backlog_at_load_end']} records queued when the load stopped, "
+          f"{m['ledger_records_in_memory_end']} after settling; written/dropped {m['ledger_written_dropped']}")
+    print(f"  object growth by type: {m['gc_growth_by_type']}; excluding queued usage records: "
+          f"{m.get('gc_growth_excluding_ledger_records')}")
     print(f"cpu: devhost {m['devhost_cpu_percent_mean']} % of one core, bench (client + fakes) {m['bench_cpu_percent_mean']} %")
     print(f"connections: at end {lk['tcp_at_end']}; 2 s later {lk['tcp_2s_after']}; settled "
           f"{[v for k, v in lk.items() if k.startswith('tcp_') and k.endswith('s_after') and k != 'tcp_2s_after']}; "

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Any
+from typing import Any, AsyncIterator
+
+import httpx2 as httpx
+
+from shared import gateway as gateway_module
 
 from shared.config import build_config
 from shared.gateway import Gateway
@@ -41,3 +46,30 @@ def make_gateway(doc: dict[str, Any], env: dict[str, str], **kw) -> Gateway:
 
 def config_json(doc: dict[str, Any]) -> str:
     return json.dumps(doc)
+
+
+_ASGI = None
+
+
+def function_app_asgi():
+    """The ASGI app serving function_app.py's functions (built once per process)."""
+    global _ASGI
+    if _ASGI is None:
+        from devhost.app import build_asgi
+        from function_app import app
+
+        _ASGI = build_asgi(app)
+    return _ASGI
+
+
+@contextlib.asynccontextmanager
+async def asgi_client(gateway) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for function_app.py in-process, with `gateway` as the instance's gateway."""
+    saved = gateway_module._gateway, gateway_module._config_error
+    gateway_module._gateway, gateway_module._config_error = gateway, None
+    try:
+        transport = httpx.ASGITransport(app=function_app_asgi())
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test", timeout=10) as client:
+            yield client
+    finally:
+        gateway_module._gateway, gateway_module._config_error = saved

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from tests.fakes.identity import FakeIdentityEndpoint
 from tests.fakes.keyvault import FakeKeyVault
 from tests.fakes.llm import FakeLLM, Fault, GarbageServer, closed_port_url
 from tests.gateway_helpers import env_for, make_gateway, openai_provider
-from tests.test_fuzz import asgi_client
+from tests.gateway_helpers import asgi_client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,7 +148,7 @@ async def test_slow_headers_time_out_and_fail_over(build, fakes, stream):
     gw = await build()
     t0 = time.monotonic()
     attempts = await served_by_backup(gw, stream)
-    assert time.monotonic() - t0 < 1.5  # first_byte_seconds is 0.4, not the fake's 3 s
+    assert time.monotonic() - t0 < 2.0  # first_byte_seconds is 0.4, not the fake's 3 s
     assert attempts[0]["reason"] in ("timeout", "no first token in time")
 
 
@@ -156,7 +157,7 @@ async def test_slow_body_is_bounded_by_the_attempt_timeout(build, fakes):
     gw = await build()
     t0 = time.monotonic()
     attempts = await served_by_backup(gw)
-    assert time.monotonic() - t0 < 1.8  # total_seconds is 0.8
+    assert time.monotonic() - t0 < 2.0  # total_seconds is 0.8
     assert attempts[0]["reason"] == "timeout"
 
 
@@ -173,7 +174,7 @@ async def test_stream_stalled_before_first_token_fails_over(build, fakes):
     gw = await build()
     t0 = time.monotonic()
     attempts = await served_by_backup(gw, stream=True)
-    assert time.monotonic() - t0 < 1.5  # stream_idle_seconds 0.3 (total_seconds 0.8 would also end it)
+    assert time.monotonic() - t0 < 2.0  # stream_idle_seconds 0.3 (total_seconds 0.8 would also end it)
     assert attempts[0]["reason"] in ("timeout", "no first token in time")
 
 
@@ -184,7 +185,7 @@ async def test_stream_stalled_after_commit_ends_within_the_idle_timeout(build, f
     t0 = time.monotonic()
     with pytest.raises(StreamInterrupted, match="stalled"):
         await collect(routed)
-    assert time.monotonic() - t0 < 1.5  # stream_idle_seconds is 0.3
+    assert time.monotonic() - t0 < 2.0  # stream_idle_seconds is 0.3
     assert routed.route()["attempts"][-1]["outcome"] == "interrupted"
 
 
@@ -308,7 +309,7 @@ async def test_total_deadline_is_504_with_the_attempts(fakes, stream):
             else:
                 await gw.router.complete(ask())
         elapsed = time.monotonic() - t0
-        assert elapsed < 1.5, elapsed  # the 1 s budget, plus a small margin; not backup's 5 s
+        assert elapsed < 1.8, elapsed  # the 1 s budget plus a margin; not backup's 5 s
         assert info.value.status == 504 and info.value.code == "deadline_exceeded"
         attempts = info.value.extra["route"]["attempts"]
         assert [a["provider"] for a in attempts] == ["primary", "backup"]
@@ -317,7 +318,7 @@ async def test_total_deadline_is_504_with_the_attempts(fakes, stream):
             t0 = time.monotonic()
             r = await client.post("/api/v1/chat/completions",
                                   json={"stream": stream, "messages": [{"role": "user", "content": "hi"}]})
-        assert time.monotonic() - t0 < 1.5
+        assert time.monotonic() - t0 < 1.8
         assert r.status_code == 504 and r.json()["error"]["code"] == "deadline_exceeded"
         assert "backup:failed" in r.headers["X-LLM-Attempts"]
         assert [a["provider"] for a in r.json()["error"]["route"]["attempts"]][-1] == "backup"
@@ -515,7 +516,7 @@ def test_bad_config_at_start_on_the_local_host(case):
 async def test_bad_config_at_start_is_a_503_naming_the_problem(case, monkeypatch, caplog):
     """The same through the HTTP adapters in-process, for every kind of start-up config error."""
     import shared.gateway as gateway_module
-    from tests.test_fuzz import function_app_asgi
+    from tests.gateway_helpers import function_app_asgi
 
     env, needles = CONFIG_CASES[case]
     for key, value in env.items():
@@ -549,3 +550,22 @@ def test_config_check_prints_each_problem_and_fails(tmp_path):
     good = subprocess.run([sys.executable, "-m", "shared.config.check", "shared/config/samples/development.json"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert good.returncode == 0 and "OK" in good.stdout
+
+
+# -- the long load test (opt-in) ------------------------------------------------------------------
+
+
+@pytest.mark.load
+@pytest.mark.skipif(not os.environ.get("RUN_LOAD"), reason="the 60 s load test runs only with RUN_LOAD=1")
+def test_load_64_concurrent_for_60_seconds_with_a_provider_outage(tmp_path):
+    """bench/load_test.py at its documented settings: zero client errors (also during the outage),
+    memory, connections and tasks within bounds (the script's own checks)."""
+    out = tmp_path / "load.json"
+    run = subprocess.run([sys.executable, "bench/load_test.py", "--seconds", "60", "--concurrency", "64",
+                          "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=400)
+    print(run.stdout[-4000:])
+    report = json.loads(out.read_text())
+    assert report["gateway"]["errors"] == 0, report["gateway"]["error_samples"]
+    assert report["outage"]["client_errors_during"] == 0 and report["outage"]["requests_skipping_primary"] > 0
+    assert report["checks"]["passed"], report["checks"]["failures"]
+    assert run.returncode == 0

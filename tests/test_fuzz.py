@@ -17,52 +17,24 @@ import asyncio
 import contextlib
 import json
 import string
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx2 as httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import shared.gateway as gateway_module
 from shared.api.request import ROLES, decode_body, parse_chat_request
 from shared.config import Limits
 from shared.errors import GatewayError
 from tests.fakes.llm import FakeLLM
-from tests.gateway_helpers import env_for, make_gateway, openai_provider
+from tests.gateway_helpers import asgi_client, env_for, make_gateway, openai_provider
 
 LIMITS = Limits(max_body_bytes=8192, max_messages=8, max_total_chars=2000, max_tokens=256,
                 total_timeout_seconds=5.0, max_response_bytes=1 << 20, max_attempts=3)
 
 
 # -- in-process HTTP: the function app behind the local host's ASGI app ---------------------------
-
-_ASGI = None
-
-
-def function_app_asgi():
-    """The ASGI app serving function_app.py's functions (built once per process)."""
-    global _ASGI
-    if _ASGI is None:
-        from devhost.app import build_asgi
-        from function_app import app
-
-        _ASGI = build_asgi(app)
-    return _ASGI
-
-
-@contextlib.asynccontextmanager
-async def asgi_client(gateway) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for function_app.py in-process, with `gateway` as the instance's gateway."""
-    saved = gateway_module._gateway, gateway_module._config_error
-    gateway_module._gateway, gateway_module._config_error = gateway, None
-    try:
-        transport = httpx.ASGITransport(app=function_app_asgi())
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test", timeout=10) as client:
-            yield client
-    finally:
-        gateway_module._gateway, gateway_module._config_error = saved
-
 
 # -- strategies -------------------------------------------------------------------------------
 

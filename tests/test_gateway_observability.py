@@ -15,13 +15,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import function_app
-from devhost.app import build_asgi
 from shared import gateway as gateway_module
 from shared.providers.base import ChatRequest
 from shared.telemetry import events
 from tests.fakes.llm import FakeLLM, Fault
-from tests.gateway_helpers import azure_provider, env_for, make_gateway, openai_provider
+from tests.gateway_helpers import azure_provider, env_for, function_app_asgi, make_gateway, openai_provider
 
 PROMPT_CANARY = "zebra-canary-prompt-3141"
 REPLY_CANARY = "zebra-canary-reply-2718"
@@ -158,7 +156,7 @@ async def test_cost_report_over_http_and_its_validation(fakes, monkeypatch):
     for k in ("LLM_TABLE_CONNECTION", "AzureWebJobsStorage", "APPLICATIONINSIGHTS_CONNECTION_STRING"):
         monkeypatch.delenv(k, raising=False)
     await gateway_module.reset_gateway()
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=_asgi()), base_url="http://gw")
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=function_app_asgi()), base_url="http://gw")
     try:
         costs = []
         for task in ("qa", "qa", "summarization", "code"):
@@ -180,13 +178,3 @@ async def test_cost_report_over_http_and_its_validation(fakes, monkeypatch):
     finally:
         await client.aclose()
         await gateway_module.reset_gateway()
-
-
-_ASGI = None
-
-
-def _asgi():
-    global _ASGI
-    if _ASGI is None:
-        _ASGI = build_asgi(function_app.app)
-    return _ASGI

@@ -10,15 +10,13 @@ import logging
 import httpx2 as httpx
 import pytest
 
-import function_app
-from devhost.app import build_asgi
 from shared import gateway as gateway_module
 from shared.telemetry import events
 from tests.certs import make_self_signed
 from tests.fakes.identity import FakeIdentityEndpoint
 from tests.fakes.keyvault import FakeKeyVault
 from tests.fakes.llm import FakeLLM, Fault
-from tests.gateway_helpers import azure_provider, openai_provider
+from tests.gateway_helpers import azure_provider, function_app_asgi, openai_provider
 
 CANARY = "sk-canary-7Hq2Zx9Lw4Pm1Nd6-must-never-leak"
 ROTATED = "sk-rotated-4Fv8Yt3Rk6Bs0Jc2-also-secret"
@@ -41,7 +39,7 @@ class IssuedToken:
 
 @pytest.fixture(scope="module")
 def asgi():
-    return build_asgi(function_app.app)
+    return function_app_asgi()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ import logging
 import re
 import socket
 
-import httpx2 as httpx
 import pytest
 
 from devhost.__main__ import parse_args
@@ -28,7 +27,7 @@ from shared.config import build_config
 from shared.errors import AllProvidersFailed, ConfigError
 from tests.fakes.llm import FakeLLM, FakeLLMThread, Fault
 from tests.gateway_helpers import make_gateway, openai_provider
-from tests.test_fuzz import asgi_client
+from tests.gateway_helpers import asgi_client
 
 PROMPT_CANARY = "prompt-canary-Vq3Lr8-hush"
 COMPLETION_CANARY = "completion-canary-Xk9Pw2-hush"

@@ -45,7 +45,7 @@ _AZURE_MARKER = "WEBSITE_INSTANCE_ID"  # set by App Service / Functions on every
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _KEYS = frozenset(
     {"source", "vault_url", "managed_identity_client_id", "cache_ttl_seconds", "max_stale_seconds",
-     "refresh_min_interval_seconds"}
+     "refresh_min_interval_seconds", "call_timeout_seconds"}
 )
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
@@ -65,6 +65,7 @@ class SecretsSettings:
     cache_ttl_seconds: float = 300.0
     max_stale_seconds: float = 86400.0
     refresh_min_interval_seconds: float = 5.0
+    call_timeout_seconds: float = 3.0
     insecure_dev_mode: bool = False
     """From LLM_KEYVAULT_INSECURE_DEV_MODE; tests and local fakes only, never Azure."""
 
@@ -85,12 +86,14 @@ class SecretsSettings:
 
         numbers: dict[str, float] = {}
         for key, default in (("cache_ttl_seconds", 300.0), ("max_stale_seconds", 86400.0),
-                             ("refresh_min_interval_seconds", 5.0)):
+                             ("refresh_min_interval_seconds", 5.0), ("call_timeout_seconds", 3.0)):
             raw = section.get(key, default)
             if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw < 0:
                 problems.append(f"secrets.{key}: {raw!r} is not a non-negative number")
                 raw = default
             numbers[key] = float(raw)
+        if numbers["call_timeout_seconds"] <= 0:
+            problems.append("secrets.call_timeout_seconds: must be > 0")
         if numbers["cache_ttl_seconds"] <= 0:
             problems.append("secrets.cache_ttl_seconds: must be > 0")
         if numbers["max_stale_seconds"] < numbers["cache_ttl_seconds"]:
@@ -122,6 +125,7 @@ class SecretsSettings:
             cache_ttl_seconds=numbers["cache_ttl_seconds"],
             max_stale_seconds=numbers["max_stale_seconds"],
             refresh_min_interval_seconds=numbers["refresh_min_interval_seconds"],
+            call_timeout_seconds=numbers["call_timeout_seconds"],
             insecure_dev_mode=dev and source == "keyvault",
         )
 
@@ -152,6 +156,9 @@ def build_secret_provider(
         max_stale=settings.max_stale_seconds,
         refresh_min_interval=settings.refresh_min_interval_seconds,
         clock=clock,
+        # Key Vault answers in milliseconds; a slow vault must not hold a request whose key
+        # is cached (stale) for long: after this the stale value is served.
+        call_timeout=settings.call_timeout_seconds,
         verify_challenge_resource=not settings.insecure_dev_mode,
         client_kwargs=client_kwargs,
         owns_credential=True,

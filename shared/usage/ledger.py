@@ -205,6 +205,7 @@ class TableLedger:
         close_attempts: int = 3,
         op_timeout: float = 10.0,
         client_factory: Callable[[Any, str], Any] | None = None,
+        max_in_flight: int = 4,
     ) -> None:
         if flush_interval <= 0 or max_queue < 1 or max_batch < 1:
             raise ValueError("flush_interval must be > 0 and max_batch, max_queue >= 1")
@@ -219,6 +220,7 @@ class TableLedger:
         self._close_attempts = max(1, int(close_attempts))
         self._op_timeout = float(op_timeout)
         self._client_factory = client_factory
+        self._max_in_flight = max(1, int(max_in_flight))
         self._queue: deque[_Pending] = deque()
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -287,17 +289,31 @@ class TableLedger:
         items = list(self._queue)
         self._queue.clear()
         chunks = _chunks(items, self._max_batch)
+        # Several transactions in flight: one at a time cannot keep up with a busy instance
+        # (a batch takes ~100 ms on a quiet emulator). Each is bounded by op_timeout.
+        slots = asyncio.Semaphore(self._max_in_flight)
+
+        async def submit(chunk: list[_Pending]) -> BaseException | None:
+            async with slots:
+                try:
+                    async with asyncio.timeout(self._op_timeout):
+                        await self._submit(chunk)
+                except Exception as exc:
+                    return exc
+            return None
+
+        results = await asyncio.gather(*(submit(c) for c in chunks))
         written = 0
         error: BaseException | None = None
-        for i, chunk in enumerate(chunks):
-            try:
-                await self._submit(chunk)
-            except Exception as exc:
-                error = exc
-                failed = [p for c in chunks[i:] for p in c]
-                self._requeue(failed)
-                break
-            written += len(chunk)
+        failed: list[_Pending] = []
+        for chunk, exc in zip(chunks, results):
+            if exc is None:
+                written += len(chunk)
+            else:
+                error = error or exc
+                failed.extend(chunk)
+        if failed:
+            self._requeue(failed)
         self.written += written
         if error is None:
             self._failures = 0
