@@ -26,7 +26,7 @@ import random
 import re
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from shared.routing.detect_features import features  # noqa: E402
+from shared.routing.detect_features import features, key_to_json  # noqa: E402
 from shared.routing.detection import LinearModel  # noqa: E402
 from shared.routing.tasks import TASK_TYPES  # noqa: E402
 
@@ -193,7 +193,9 @@ def fit(
     cls_index = {c: i for i, c in enumerate(classes)}
     docs = [features(t) for t in texts]
     df = Counter(key for d in docs for key in d)
-    vocab = sorted((key for key, n in df.items() if n >= MIN_DOC_FREQ), key=_key_str)
+    # Keys the model file cannot spell (see key_to_json) are left out.
+    names = {key: key_to_json(key) for key, n in df.items() if n >= MIN_DOC_FREQ}
+    vocab = sorted((key for key, name in names.items() if name is not None), key=names.__getitem__)
     col = {key: j for j, key in enumerate(vocab)}
     x = np.zeros((len(docs), len(vocab)), dtype=np.float64)
     for i, d in enumerate(docs):
@@ -236,18 +238,13 @@ def fit(
     for j, key in enumerate(vocab):
         row = w[j]
         if np.abs(row).max() >= PRUNE_BELOW:
-            weights[_key_str(key)] = [round(float(a), DECIMALS) for a in row]
+            weights[names[key]] = [round(float(a), DECIMALS) for a in row]
     return {
         "format": 1,
         "classes": classes,
         "bias": [round(float(a), DECIMALS) for a in b],
         "weights": weights,
     }
-
-
-def _key_str(key: Hashable) -> str:
-    # Pairs are stored as "a b": tokens never contain white space.
-    return " ".join(key) if isinstance(key, tuple) else str(key)
 
 
 # ---------------------------------------------------------------------------- evaluation

@@ -6,80 +6,90 @@ characters, where instructions sit in practice ("Summarise the article: ...",
 
 A text becomes a set of hashable keys:
 
-* lower-cased words split on white space and common punctuation (``"summarize"``, ``"?"``);
-* pairs of adjacent words among the first ``PAIR_TOKENS`` words, as tuples;
-* structural features spelled ``"#..."``: the first word, length and digit-count buckets,
-  the presence of code and math markers (code fences, ``def``, ``>>>``, ``=``, ``^``),
-  non-Latin script, language names and "into <language>".
+* words (``bytes``): the window as UTF-8, ASCII lower-cased, common punctuation made white
+  space, every digit made ``0`` (``b"summarize"``, ``b"00"``), ``?`` a word of its own;
+* single-character markers (``int``, the byte value): ``? : ' ( $ " = % + / * ;``;
+* structural features spelled ``b"#..."``: the first word, length and digit-count buckets,
+  layout and code markers (``def ``, an indented or a list line, a blank line), word stems
+  of task verbs, non-Latin script, a language name and "into <language>", a text ending
+  with a question mark.
 
-Everything is a C-level string operation (``lower``, ``replace``, ``split``, ``in``,
-``count``) over the window: no regular expressions, no per-character Python loops.
-Standard library only: this module is imported on the request path.
+Everything is a C-level operation (``encode``, ``bytes.translate``, ``split``, ``find``,
+``count``, set operations) over the window: no regular expressions, no per-character
+Python loops. Standard library only: this module is imported on the request
+path.
+
+The model file stores keys as strings (``key_to_json``/``key_from_json``): a word or a pair
+as its text, a single-character marker as ``"#"`` and the character.
 """
 
 from __future__ import annotations
 
-import re
+from bisect import bisect_right
 from collections.abc import Hashable
-from functools import cache
 
-HEAD_CHARS = 320
-TAIL_CHARS = 160
-PAIR_TOKENS = 32
+HEAD_CHARS = 128
+TAIL_CHARS = 96
 
-_DROP = ',.;!()[]{}"*:'
-_DIGITS = "0123456789"
-# Substrings whose presence is a feature: code, math and layout markers.
-_MARKERS: tuple[tuple[str, str], ...] = tuple(
-    (s, "#" + s)
-    for s in (
-        "```", ">>>", "def ", "return ", "import ", "print(", "->", "==", "{", "}", ";",
-        "=", "+", "*", "/", "^", "%", "$", "\\", ":", "?", "'", '"', "(", "\n\n", "\n-",
-        "\n1.", "\n    ", "___",
-    )
+_SEPARATOR = "\n...\n"
+_WINDOW = HEAD_CHARS + TAIL_CHARS + len(_SEPARATOR)
+_DROP = b',.;!()[]{}"*:'
+
+
+def _table() -> bytes:
+    table = bytearray(range(256))
+    for b in _DROP + b"\x1c\x1d\x1e\x1f":  # the last four: white space to str.split
+        table[b] = 0x20
+    for b in range(0x41, 0x5B):
+        table[b] = b + 0x20  # A-Z -> a-z
+    for b in b"123456789":
+        table[b] = 0x30  # every digit -> "0"
+    return bytes(table)
+
+
+_TABLE = _table()
+# Single characters whose presence is a feature; found in one pass by deleting all others.
+SINGLE_MARKERS = "?:'($\"=%+/*;"
+_NOT_SINGLE_MARKERS = bytes(b for b in range(256) if chr(b) not in SINGLE_MARKERS)
+# Substrings whose presence is a feature: code and layout markers.
+_MARKERS: tuple[tuple[bytes, bytes], ...] = tuple(
+    (s, b"#" + s)
+    for s in (b"def ", b"\n    ", b"\n-", b"\n\n")
 )
-_STEMS: tuple[tuple[str, str], ...] = tuple(
-    # Word stems of task verbs and nouns, so unseen inflections still count.
-    (s, "#stem:" + s)
-    for s in (
-        "translat", "summar", "classif", "categor", "extract", "sentiment", "brainstorm",
-        "poem", "story", "essay", "function", "program", "calculat", "prove",
-    )
+# Word stems of task verbs and nouns, so unseen inflections still count.
+_STEMS: tuple[tuple[bytes, bytes], ...] = tuple(
+    (s, b"#stem:" + s)
+    for s in (b"function", b"summar", b"translat", b"classif", b"extract")
 )
 _LANGUAGES = frozenset(
     (
-        "english german french spanish italian portuguese chinese mandarin cantonese "
-        "japanese korean russian arabic hindi bengali urdu dutch swedish norwegian danish "
-        "finnish polish czech turkish greek hebrew vietnamese thai indonesian malay "
-        "ukrainian romanian hungarian persian farsi swahili latin"
+        b"english german french spanish italian portuguese chinese mandarin cantonese "
+        b"japanese korean russian arabic hindi bengali urdu dutch swedish norwegian danish "
+        b"finnish polish czech turkish greek hebrew vietnamese thai indonesian malay "
+        b"ukrainian romanian hungarian persian farsi swahili latin"
     ).split()
 )
-_LANG_PREPOSITIONS = ("into", "to", "in", "from")
-# Scripts other than Latin; only searched when the window is not plain ASCII, and compiled
-# on first use so that importing this module stays cheap.
-_NON_LATIN = (
-    r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u06ff\u0900-\u0dff\u0e00-\u0e7f"
-    r"\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]"
-)
-
-
-@cache
-def _non_latin_re() -> re.Pattern[str]:
-    return re.compile(_NON_LATIN)
+_LANG_PREPOSITIONS = frozenset((b"into", b"to", b"in", b"from", b"the"))
+_LEN_EDGES = (40, 120, 400, 1500)
+_LEN_KEYS = tuple(b"#len%d" % i for i in range(len(_LEN_EDGES) + 1))
+_DIGIT_EDGES = (1, 4, 12, 40)
+_DIGIT_KEYS = tuple(b"#digits%d" % i for i in range(len(_DIGIT_EDGES) + 1))
+_QUESTION = b"?"
+# Scripts other than Latin, told by the lead byte of their UTF-8 encoding: U+0380-07FF
+# (Greek, Cyrillic, Armenian, Hebrew, Arabic, Syriac, ...), U+0800-0FFF (the Indic scripts,
+# Thai, Tibetan, ...) and U+3000-DFFF (kana, CJK ideographs, Hangul, ...). Latin letters
+# with diacritics, punctuation, symbols and emoji have other lead bytes.
+_NOT_NON_LATIN = bytes(b for b in range(256) if not (0xCE <= b <= 0xE0 or 0xE3 <= b <= 0xED))
 
 
 def window(text: str) -> str:
-    """The part of ``text`` the detector reads: a bounded head and tail."""
-    if len(text) <= HEAD_CHARS + TAIL_CHARS:
+    """The part of ``text`` the detector reads: a bounded head and tail.
+
+    A window is its own window, so a text already cut down is not copied again.
+    """
+    if len(text) <= _WINDOW:
         return text
-    return text[:HEAD_CHARS] + "\n...\n" + text[-TAIL_CHARS:]
-
-
-def _bucket(value: int, edges: tuple[int, ...]) -> int:
-    for i, edge in enumerate(edges):
-        if value < edge:
-            return i
-    return len(edges)
+    return text[:HEAD_CHARS] + _SEPARATOR + text[-TAIL_CHARS:]
 
 
 def features(text: str, length: int | None = None) -> set[Hashable]:
@@ -87,30 +97,68 @@ def features(text: str, length: int | None = None) -> set[Hashable]:
 
     ``length`` is the full length when ``text`` is already a bounded excerpt.
     """
-    win = window(text)
-    low = win.lower()
-    for ch in _DROP:
-        low = low.replace(ch, " ")
-    toks = low.replace("?", " ? ").split()
+    win = text[:HEAD_CHARS] + _SEPARATOR + text[-TAIL_CHARS:] if len(text) > _WINDOW else text
+    if win.isascii():
+        raw = win.encode()
+        nonlatin = False
+    else:
+        raw = win.lower().encode("utf-8", "surrogatepass")
+        nonlatin = len(raw.translate(None, _NOT_NON_LATIN)) > 0
+    low = raw.translate(_TABLE).replace(b"?", b" ? ")
+    toks = low.split()
     feats: set[Hashable] = set(toks)
-    head = toks[:PAIR_TOKENS]
-    feats.update(zip(head, head[1:]))
+    feats.update(raw.translate(None, _NOT_SINGLE_MARKERS))
+    feats.add(_LEN_KEYS[bisect_right(_LEN_EDGES, len(text) if length is None else length)])
+    feats.add(_DIGIT_KEYS[bisect_right(_DIGIT_EDGES, low.count(b"0"))])
     if toks:
-        feats.add("#first:" + toks[0])
-    feats.add("#len%d" % _bucket(len(text) if length is None else length, (40, 120, 400, 1500)))
-    feats.add("#digits%d" % _bucket(sum(map(low.count, _DIGITS)), (1, 4, 12, 40)))
-    feats.update([key for marker, key in _MARKERS if marker in win])
-    feats.update([key for stem, key in _STEMS if stem in low])
-    if not win.isascii() and _non_latin_re().search(win):
-        feats.add("#nonlatin")
-    langs = feats & _LANGUAGES
-    if langs:
-        feats.add("#language")
-        for lang in langs:
-            for prep in _LANG_PREPOSITIONS + ("the",):
-                if (prep, lang) in feats:
-                    feats.add("#into-language")
-                    break
-    if win.rstrip().endswith("?"):
-        feats.add("#ends-with-question")
+        feats.add(b"#first:" + toks[0])
+        if toks[-1] == _QUESTION:
+            feats.add(b"#ends-with-question")
+    # (``bytes.find``, not ``in``: ``in`` on bytes first tries its operand as an int, slowly.)
+    find = raw.find
+    feats.update([key for marker, key in _MARKERS if find(marker) >= 0])
+    find = low.find
+    feats.update([key for stem, key in _STEMS if find(stem) >= 0])
+    if nonlatin:
+        feats.add(b"#nonlatin")
+    if not feats.isdisjoint(_LANGUAGES):
+        feats.add(b"#language")
+        if _into_language(toks, feats.intersection(_LANGUAGES)):
+            feats.add(b"#into-language")
     return feats
+
+
+def _into_language(toks: list[bytes], languages: set[bytes]) -> bool:
+    """Whether one of ``languages`` follows "into", "to", "in", "from" or "the"."""
+    for lang in languages:
+        i = toks.index(lang)
+        while True:
+            if i and toks[i - 1] in _LANG_PREPOSITIONS:
+                return True
+            try:
+                i = toks.index(lang, i + 1)
+            except ValueError:
+                break
+    return False
+
+
+def key_to_json(key: Hashable) -> str | None:
+    """How the model file spells a feature key; None for a key it cannot store."""
+    if isinstance(key, int):
+        return "#" + chr(key)
+    if isinstance(key, bytes):
+        try:
+            text = key.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if len(text) == 2 and text[0] == "#" and text[1] in SINGLE_MARKERS:
+            return None  # a word that would read back as a marker
+        return text
+    return None
+
+
+def key_from_json(text: str) -> Hashable:
+    """The feature key a model file's string stands for (the inverse of ``key_to_json``)."""
+    if len(text) == 2 and text[0] == "#" and text[1] in SINGLE_MARKERS:
+        return ord(text[1])
+    return text.encode("utf-8")

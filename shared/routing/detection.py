@@ -19,14 +19,15 @@ or nothing standing out.
 from __future__ import annotations
 
 import json
-import math
+import struct
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
+from math import exp
 from pathlib import Path
 from typing import Any
 
-from .detect_features import HEAD_CHARS, TAIL_CHARS, features, window
+from .detect_features import HEAD_CHARS, TAIL_CHARS, features, key_from_json, window
 
 __all__ = ["Detection", "LinearModel", "detect", "detect_text"]
 
@@ -59,7 +60,7 @@ class Detection:
 class LinearModel:
     """Per-class scores are a bias plus the summed weights of the features present."""
 
-    __slots__ = ("classes", "bias", "weights", "_chat", "_packed", "_packed_bias")
+    __slots__ = ("classes", "bias", "weights", "_chat", "_packed", "_packed_bias", "_unpack", "_nbytes")
 
     def __init__(
         self,
@@ -71,56 +72,64 @@ class LinearModel:
         self.bias = tuple(bias)
         self.weights = {k: tuple(v) for k, v in weights.items()}
         self._chat = self.classes.index(_CHAT) if _CHAT in self.classes else -1
-        # Each weight row packed into one integer (fixed point, one 32-bit field per class):
-        # summing a prompt's rows is then one integer addition per feature, not one per class.
-        self._packed = {k: _pack(v) for k, v in self.weights.items()}
-        self._packed_bias = _pack(self.bias)
+        n = len(self.classes)
+        # Each weight row packed into one integer (fixed point, one unsigned field per class,
+        # the bias row carrying an offset of half the field's range): summing a prompt's rows
+        # is then one integer addition per feature, and reading the per-class sums back is
+        # one to_bytes and one struct unpack. The field is wide enough for the largest sum
+        # the weights allow, so no field can borrow from or carry into its neighbour.
+        bound = sum(abs(round(b * _SCALE)) for b in self.bias)
+        for i in range(n):
+            bound += sum(abs(round(row[i] * _SCALE)) for row in self.weights.values())
+        bits = 32 if bound < 1 << 31 else 64
+        while bound >= 1 << (bits - 1):
+            bits *= 2
+        packed = {k: _pack(v, bits) for k, v in self.weights.items()}
+        self._packed = {k: v for k, v in packed.items() if v}  # a zero row adds nothing
+        self._packed_bias = _pack(self.bias, bits) + _pack([1 << (bits - 1)] * n, bits, 1)
+        self._nbytes = n * bits // 8
+        if bits in (32, 64):
+            self._unpack = struct.Struct("<%d%s" % (n, "I" if bits == 32 else "Q")).unpack
+        else:
+            self._unpack = partial(_unpack_wide, bits=bits, n=n)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LinearModel:
-        weights: dict[Hashable, Sequence[float]] = {}
-        for key, row in data["weights"].items():
-            # Pairs are stored as "a b"; tokens never contain white space.
-            weights[tuple(key.split(" ")) if " " in key else key] = row
+        weights = {key_from_json(key): row for key, row in data["weights"].items()}
         return cls(data["classes"], data["bias"], weights)
 
     def probabilities(self, text: str, length: int | None = None) -> list[float]:
-        get = self._packed.get
-        total = sum(filter(None, map(get, features(text, length))), self._packed_bias)
-        scores = _unpack(total, len(self.classes))
-        top = max(scores)
-        exps = [math.exp(s - top) for s in scores]
-        total = sum(exps)
-        return [e / total for e in exps]
+        return list(self.decide(text, length)[2].values())
+
+    def decide(self, text: str, length: int | None = None) -> tuple[int, float, dict[str, float]]:
+        """(index of the most probable class, its probability, every class's probability)."""
+        total = sum(filter(None, map(self._packed.get, features(text, length))), self._packed_bias)
+        scores = self._unpack(total.to_bytes(self._nbytes, "little"))
+        top = max(scores)  # the offset every field carries cancels here
+        exps = [exp((s - top) * _INV_SCALE) for s in scores]
+        norm = 1.0 / sum(exps)  # the top class's exp is 1: this is its probability
+        return scores.index(top), norm, dict(zip(self.classes, map(norm.__mul__, exps)))
 
     def predict_text(self, text: str) -> tuple[str, float]:
-        probs = self.probabilities(text)
-        best = max(range(len(probs)), key=probs.__getitem__)
-        return self.classes[best], probs[best]
+        best, confidence, _ = self.decide(text)
+        return self.classes[best], confidence
 
 
 _SCALE = 100_000  # weights are stored with at most 3 decimals: exact in this fixed point
-_BITS = 40
-_MASK = (1 << _BITS) - 1
-_HALF = 1 << (_BITS - 1)
+_INV_SCALE = 1 / _SCALE
 
 
-def _pack(row: Sequence[float]) -> int:
+def _pack(row: Sequence[float], bits: int, scale: int = _SCALE) -> int:
     packed = 0
     for i, w in enumerate(row):
-        packed += round(w * _SCALE) << (_BITS * i)
-    return packed or 1 << (_BITS * len(row))  # never 0, so filter(None, ...) keeps it
+        packed += round(w * scale) << (bits * i)
+    return packed
 
 
-def _unpack(total: int, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        field = total & _MASK
-        if field >= _HALF:
-            field -= 1 << _BITS
-        out.append(field / _SCALE)
-        total = (total - field) >> _BITS
-    return out
+def _unpack_wide(data: bytes, bits: int, n: int) -> tuple[int, ...]:
+    total = int.from_bytes(data, "little")
+    mask = (1 << bits) - 1
+    return tuple((total >> (bits * i)) & mask for i in range(n))
 
 
 @cache
@@ -133,92 +142,97 @@ def detect_text(text: str) -> Detection:
     if not text or text.isspace():
         return Detection(_CHAT, 0.0, "none")
     model = _model()
-    probs = model.probabilities(text)
-    best = max(range(len(probs)), key=probs.__getitem__)
-    return Detection(model.classes[best], round(probs[best], 4), "text", dict(zip(model.classes, probs)))
+    best, confidence, scores = model.decide(text)
+    return Detection(model.classes[best], round(confidence, 4), "text", scores)
 
 
 def detect(messages: Sequence[Mapping[str, Any]]) -> Detection:
     """The task type of an OpenAI chat request's ``messages``."""
     model = _model()
-    latest, previous, system = _turns(messages)
+    at, latest = _user_turn(messages, len(messages) - 1)
+    user: tuple[int, float, dict[str, float]] | None = None
+    if latest is not None:
+        # The common case: a latest user turn that is confident decides on its own.
+        user = model.decide(*latest)
+        best, confidence, scores = user
+        if confidence >= CONFIDENT and best != model._chat:
+            return Detection(model.classes[best], round(confidence, 4), "user", scores)
+    previous = _user_turn(messages, at - 1)[1] if latest is not None else None
     mixed: list[float] | None = None
-    contributions: list[tuple[str, list[float]]] = []
+    contributions: list[tuple[str, float, list[float]]] = []
     for source, turn, weight in (
         ("user", latest, 1.0),
-        ("system", system, SYSTEM_WEIGHT),
+        ("system", _system_turn(messages), SYSTEM_WEIGHT),
         ("history", previous, HISTORY_WEIGHT),
     ):
         if turn is None:
             continue
-        text, length = turn
-        probs = model.probabilities(text, length)
-        best = max(range(len(probs)), key=probs.__getitem__)
+        best, _, scores = user if source == "user" else model.decide(*turn)  # type: ignore[misc]
         if best == model._chat:
             continue  # small talk carries no task signal
-        if source == "user" and probs[best] >= CONFIDENT:
-            return Detection(model.classes[best], round(probs[best], 4), "user", dict(zip(model.classes, probs)))
-        weighted = [p * weight for p in probs]
-        contributions.append((source, weighted))
+        weighted = [p * weight for p in scores.values()]
+        contributions.append((source, weight, weighted))
         mixed = weighted if mixed is None else [a + b for a, b in zip(mixed, weighted)]
     if mixed is None:
-        return _chat_fallback(model, latest)
+        return _chat_fallback(model, user)
     if model._chat >= 0:
         mixed[model._chat] = 0.0
-    total_weight = sum(
-        {"user": 1.0, "system": SYSTEM_WEIGHT, "history": HISTORY_WEIGHT}[s]
-        for s, _ in contributions
-    )
-    best = max(range(len(mixed)), key=mixed.__getitem__)
+    total_weight = sum(weight for _, weight, _ in contributions)
+    best = mixed.index(max(mixed))
     confidence = mixed[best] / total_weight
     if confidence < MIN_TASK_CONFIDENCE:
-        return _chat_fallback(model, latest)
-    source = max(contributions, key=lambda c: c[1][best])[0]
+        return _chat_fallback(model, user)
+    source = max(contributions, key=lambda c: c[2][best])[0]
     scores = {c: v / total_weight for c, v in zip(model.classes, mixed)}
     return Detection(model.classes[best], round(confidence, 4), source, scores)
 
 
-def _chat_fallback(model: LinearModel, latest: tuple[str, int] | None) -> Detection:
-    if latest is None or model._chat < 0:
+def _chat_fallback(model: LinearModel, user: tuple[int, float, dict[str, float]] | None) -> Detection:
+    if user is None or model._chat < 0:
         return Detection(_CHAT, 0.0, "none")
-    probs = model.probabilities(*latest)
-    return Detection(_CHAT, round(probs[model._chat], 4), "user", dict(zip(model.classes, probs)))
+    scores = user[2]
+    return Detection(_CHAT, round(scores[_CHAT], 4), "user", scores)
 
 
-def _turns(
-    messages: Sequence[Mapping[str, Any]],
-) -> tuple[tuple[str, int] | None, tuple[str, int] | None, tuple[str, int] | None]:
-    """(latest user turn, the user turn before it, the first system prompt) as (text, length)."""
-    latest = previous = system = None
+def _is_mapping(message: object) -> bool:
+    return type(message) is dict or isinstance(message, Mapping)
+
+
+def _user_turn(
+    messages: Sequence[Mapping[str, Any]], last: int
+) -> tuple[int, tuple[str, int] | None]:
+    """The index and (text, length) of the latest user turn with text at or before ``last``.
+
+    Only the latest ``MAX_MESSAGES_SCANNED`` messages are searched.
+    """
     start = max(0, len(messages) - MAX_MESSAGES_SCANNED)
-    for i in range(len(messages) - 1, start - 1, -1):
+    for i in range(last, start - 1, -1):
         message = messages[i]
-        if not isinstance(message, Mapping) or message.get("role") != "user":
-            continue
-        turn = _content(message.get("content"))
-        if turn is None:
-            continue
-        if latest is None:
-            latest = turn
-        else:
-            previous = turn
-            break
+        if _is_mapping(message) and message.get("role") == "user":
+            turn = _content(message.get("content"))
+            if turn is not None:
+                return i, turn
+    return -1, None
+
+
+def _system_turn(messages: Sequence[Mapping[str, Any]]) -> tuple[str, int] | None:
+    """The first system (or developer) prompt among the first messages, as (text, length)."""
     for message in messages[:8]:
-        if isinstance(message, Mapping) and message.get("role") in ("system", "developer"):
-            system = _content(message.get("content"))
-            break
-    return latest, previous, system
+        if _is_mapping(message) and message.get("role") in ("system", "developer"):
+            return _content(message.get("content"))
+    return None
 
 
 def _content(content: object) -> tuple[str, int] | None:
-    """A message's text, bounded to what the detector reads, and its full length."""
+    """A message's text, cut down to what the detector reads, and its full length."""
     if isinstance(content, str):
         text, length = content, len(content)
     elif isinstance(content, list):
         text, length = _join_parts(_text_parts(content))
     else:
         return None
-    if not text or window(text).isspace():
+    text = window(text)
+    if not text or text.isspace():
         return None
     return text, length
 
@@ -226,7 +240,7 @@ def _content(content: object) -> tuple[str, int] | None:
 def _text_parts(parts: Iterable[object]) -> list[str]:
     out = []
     for part in parts:
-        if isinstance(part, Mapping) and part.get("type") == "text":
+        if (type(part) is dict or isinstance(part, Mapping)) and part.get("type") == "text":
             text = part.get("text")
             if isinstance(text, str) and text:
                 out.append(text)
