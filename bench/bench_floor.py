@@ -1,0 +1,92 @@
+"""The floor under the gateway benchmark: a bare pass-through proxy on the same stack.
+
+    .venv/bin/python bench/bench_floor.py
+
+A raw ASGI app (no Starlette, no routing, no validation, no breakers, no telemetry) that
+forwards the request body to the fake provider with the shared aiohttp session and returns
+the provider's bytes, served by uvicorn (uvloop, httptools) exactly as the local host
+serves the gateway. Whatever this proxy cannot reach, the gateway cannot either: it is the
+cost of one inbound HTTP request plus one outbound aiohttp call in Python on this machine,
+with the fake provider and the load generator on the same cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_gateway import PROMPT, run_load, start_fake  # noqa: E402
+
+PROXY = r'''
+import os, aiohttp, uvicorn
+UPSTREAM = os.environ["UPSTREAM"]
+session = None
+async def app(scope, receive, send):
+    global session
+    if scope["type"] != "http":
+        return
+    if session is None:
+        session = aiohttp.ClientSession()
+    body = b""
+    more = True
+    while more:
+        msg = await receive()
+        body += msg.get("body", b"")
+        more = msg.get("more_body", False)
+    async with session.post(UPSTREAM, data=body, headers={"Authorization": "Bearer bench-key",
+                                                        "Content-Type": "application/json"}) as r:
+        data = await r.read()
+    await send({"type": "http.response.start", "status": r.status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning", access_log=False,
+            loop="uvloop", http="httptools", lifespan="off")
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    fake, fake_url = start_fake(5, None)
+    port = free_port()
+    proxy = subprocess.Popen([sys.executable, "-c", PROXY], cwd=ROOT,
+                             env={"UPSTREAM": fake_url + "/chat/completions", "PORT": str(port), "PATH": "/usr/bin:/bin"})
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        body = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": PROMPT}]}).encode()
+        direct_path = "/" + fake_url.split("127.0.0.1:", 1)[1].split("/", 1)[1] + "/chat/completions"
+        base = fake_url.rsplit("/v1", 1)[0]
+        print("# bench_floor: bare uvicorn + aiohttp pass-through proxy (no gateway logic)")
+        for conc, n in ((1, 3000), (32, 20000)):
+            d = asyncio.run(run_load(base, direct_path, body, {"Authorization": "Bearer bench-key"}, conc, n, 20))
+            p = asyncio.run(run_load(f"http://127.0.0.1:{port}", "/", body, {}, conc, n, 20))
+            print(f"concurrency {conc:>2}: direct n={d['n']:>6} p50 {d['p50_ms']:.3f} ms  {d['rps']:.0f} req/s")
+            print(f"concurrency {conc:>2}: proxy  n={p['n']:>6} p50 {p['p50_ms']:.3f} ms  p99 {p['p99_ms']:.3f} ms  {p['rps']:.0f} req/s  errors {p['errors']}")
+            print(f"concurrency {conc:>2}: added  p50 {p['p50_ms'] - d['p50_ms']:.3f} ms")
+    finally:
+        proxy.terminate()
+        proxy.wait(5)
+        fake.terminate()
+        fake.wait(5)
+
+
+if __name__ == "__main__":
+    main()
