@@ -12,6 +12,7 @@ for one 1 MB prompt.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -67,7 +68,8 @@ def timing(rows: list[train.Row], runs: int) -> str:
     return "\n".join(
         [
             f"## timing ({platform.python_implementation()} {platform.python_version()}, "
-            f"{platform.machine()})",
+            f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})",
             f"detect_text, {len(texts)} prompts of ~2,000 chars x {runs} runs: "
             f"p50 {_percentile(samples, 0.5):.1f} us, p99 {_percentile(samples, 0.99):.1f} us, "
             f"min {samples[0] / 1000:.1f} us",

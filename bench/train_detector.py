@@ -3,9 +3,11 @@
     .venv/bin/python bench/train_detector.py [--data PATH] [--out PATH] [--cv]
 
 The model is a multinomial logistic regression over the keys of
-``shared.routing.detect_features.features`` (words, leading word pairs, structural markers),
+``shared.routing.detect_features.features`` (words, single-character and structural markers)
+plus word-stem features tied to the vocabulary words that carry them (``word_stems``),
 fitted by full-batch Adam with L2 regularisation and class-balanced sample weights, then
-pruned and rounded so that the runtime needs only dict look-ups and sums.
+pruned and rounded so that the runtime needs only dict look-ups and sums. A stem's weights
+are folded into its words' rows on export, so the model file has no stem rows.
 
 Training data: the labelled prompts in ``../shared/data/task_prompts.dev.jsonl`` (CC BY-SA 4.0
 compatible; see that folder's README for attribution; read in place, never copied) plus a
@@ -34,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from shared.routing.detect_features import features, key_to_json  # noqa: E402
+from shared.routing.detect_features import features, key_to_json, word_stems  # noqa: E402
 from shared.routing.detection import LinearModel  # noqa: E402
 from shared.routing.tasks import TASK_TYPES  # noqa: E402
 
@@ -197,19 +199,31 @@ def fit(
     names = {key: key_to_json(key) for key, n in df.items() if n >= MIN_DOC_FREQ}
     vocab = sorted((key for key, name in names.items() if name is not None), key=names.__getitem__)
     col = {key: j for j, key in enumerate(vocab)}
-    x = np.zeros((len(docs), len(vocab)), dtype=np.float64)
+    # Word stems ("summar", "translat", ...) are tied to the words that carry them: a stem's
+    # value in a prompt is the number of distinct vocabulary words in it that contain the
+    # stem, and its weights are folded into those words' rows on export, so the runtime
+    # looks words up and never searches for stems.
+    stems_of = {key: word_stems(key) for key in vocab}
+    stems_of = {key: stems for key, stems in stems_of.items() if stems}
+    stem_col = {
+        stem: len(vocab) + i
+        for i, stem in enumerate(sorted({s for stems in stems_of.values() for s in stems}))
+    }
+    x = np.zeros((len(docs), len(vocab) + len(stem_col)), dtype=np.float64)
     for i, d in enumerate(docs):
         for key in d:
             j = col.get(key)
             if j is not None:
                 x[i, j] = 1.0
+                for stem in stems_of.get(key, ()):
+                    x[i, stem_col[stem]] += 1.0
     y = np.array([cls_index[lab] for lab in labels])
     counts = np.bincount(y, minlength=len(classes)).astype(np.float64)
     sample_w = (len(y) / (len(classes) * counts))[y]
     sample_w /= sample_w.sum()
     onehot = np.eye(len(classes))[y]
 
-    w = np.zeros((len(vocab), len(classes)))
+    w = np.zeros((x.shape[1], len(classes)))
     b = np.zeros(len(classes))
     params = [w, b]
     m = [np.zeros_like(p) for p in params]
@@ -236,7 +250,7 @@ def fit(
         b[cls_index["chat"]] += CHAT_BIAS
     weights = {}
     for j, key in enumerate(vocab):
-        row = w[j]
+        row = w[j] + sum((w[stem_col[stem]] for stem in stems_of.get(key, ())), np.zeros(len(classes)))
         if np.abs(row).max() >= PRUNE_BELOW:
             weights[names[key]] = [round(float(a), DECIMALS) for a in row]
     return {

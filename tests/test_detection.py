@@ -225,3 +225,42 @@ def test_training_script_reproduces_the_shipped_model() -> None:
     fresh = detection.LinearModel.from_dict(retrained)
     for row in rows[::13]:
         assert fresh.predict_text(row.text)[0] == detection._model().predict_text(row.text)[0]
+
+
+# ---------------------------------------------------------------- implementation details
+
+
+def test_fast_detection_equals_a_constructed_one() -> None:
+    d = detect_text("Translate into German: good night")
+    same = Detection(d.task_type, d.confidence, d.source, dict(d.scores))
+    assert d == same and repr(d) == repr(same) and hash(d) == hash(same)
+    assert d.confidence == round(d.score(d.task_type), 4)
+    assert sum(d.scores.values()) == pytest.approx(1.0)
+
+
+def test_feature_keys_survive_the_model_file() -> None:
+    from shared.routing.detect_features import features, key_from_json, key_to_json
+
+    for text in ("Summarise: a (b) 'c' $5 = 3 + 4; x/y * z?", "Привет, как дела?", "def f():\n    return 1"):
+        for key in features(text):
+            name = key_to_json(key)
+            if name is not None:
+                assert key_from_json(name) == key
+
+
+def test_non_latin_script_is_a_feature() -> None:
+    from shared.routing.detect_features import features
+
+    assert b"#nonlatin" in features("日本語に翻訳してください")
+    assert b"#nonlatin" in features("Переведи на английский")
+    assert b"#nonlatin" not in features("Übersetze bitte: café, naïve — “quoted” 😀")
+
+
+def test_system_prompt_decisions_are_remembered_within_a_bound() -> None:
+    model = detection.LinearModel.from_dict(
+        json.loads(detection.MODEL_PATH.read_text(encoding="utf-8"))
+    )
+    for i in range(detection.RECENT_SYSTEM_PROMPTS * 2 + 5):
+        model._decide_recent(f"You are assistant number {i}.", 30)
+    assert len(model._recent) <= detection.RECENT_SYSTEM_PROMPTS
+    assert model._decide_recent("x y", 3) == model.decide("x y", 3)

@@ -10,17 +10,19 @@ A text becomes a set of hashable keys:
   space, every digit made ``0`` (``b"summarize"``, ``b"00"``), ``?`` a word of its own;
 * single-character markers (``int``, the byte value): ``? : ' ( $ " = % + / * ;``;
 * structural features spelled ``b"#..."``: the first word, length and digit-count buckets,
-  layout and code markers (``def ``, an indented or a list line, a blank line), word stems
-  of task verbs, non-Latin script, a language name and "into <language>", a text ending
-  with a question mark.
+  layout and code markers (``def ``, an indented or a list line, a blank line), non-Latin
+  script, a language name and "into <language>", a text ending with a question mark.
+
+Word stems of task verbs (``STEMS``) are not searched here: the trainer ties each stem to
+the vocabulary words containing it and folds its weights into theirs (``word_stems``).
 
 Everything is a C-level operation (``encode``, ``bytes.translate``, ``split``, ``find``,
 ``count``, set operations) over the window: no regular expressions, no per-character
-Python loops. Standard library only: this module is imported on the request
-path.
+Python loops, about forty C calls for any text. Standard library only: this module is
+imported on the request path.
 
-The model file stores keys as strings (``key_to_json``/``key_from_json``): a word or a pair
-as its text, a single-character marker as ``"#"`` and the character.
+The model file stores keys as strings (``key_to_json``/``key_from_json``): a word as its
+text, a single-character marker as ``"#"`` and the character.
 """
 
 from __future__ import annotations
@@ -51,15 +53,15 @@ _TABLE = _table()
 # Single characters whose presence is a feature; found in one pass by deleting all others.
 SINGLE_MARKERS = "?:'($\"=%+/*;"
 _NOT_SINGLE_MARKERS = bytes(b for b in range(256) if chr(b) not in SINGLE_MARKERS)
-# Substrings whose presence is a feature: code and layout markers.
-_MARKERS: tuple[tuple[bytes, bytes], ...] = tuple(
-    (s, b"#" + s)
-    for s in (b"def ", b"\n    ", b"\n-", b"\n\n")
+# Substrings whose presence is a feature: an indented line, a list line, a blank line.
+_LAYOUT: tuple[tuple[bytes, bytes], ...] = tuple(
+    (s, b"#" + s) for s in (b"\n    ", b"\n-", b"\n\n")
 )
-# Word stems of task verbs and nouns, so unseen inflections still count.
-_STEMS: tuple[tuple[bytes, bytes], ...] = tuple(
-    (s, b"#stem:" + s)
-    for s in (b"function", b"summar", b"translat", b"classif", b"extract")
+# Word stems of task verbs and nouns. Not searched at run time: the trainer ties each
+# stem's weights to the vocabulary words that contain it (see ``word_stems``).
+STEMS = (
+    b"translat", b"summar", b"classif", b"categor", b"extract", b"sentiment", b"brainstorm",
+    b"poem", b"story", b"essay", b"function", b"program", b"calculat", b"prove",
 )
 _LANGUAGES = frozenset(
     (
@@ -116,19 +118,20 @@ def features(text: str, length: int | None = None) -> set[Hashable]:
             feats.add(b"#ends-with-question")
     # (``bytes.find``, not ``in``: ``in`` on bytes first tries its operand as an int, slowly.)
     find = raw.find
-    feats.update([key for marker, key in _MARKERS if find(marker) >= 0])
-    find = low.find
-    feats.update([key for stem, key in _STEMS if find(stem) >= 0])
+    if find(b"def ") >= 0:
+        feats.add(b"#def ")
+    if find(b"\n") >= 0:
+        feats.update([key for marker, key in _LAYOUT if find(marker) >= 0])
     if nonlatin:
         feats.add(b"#nonlatin")
-    if not feats.isdisjoint(_LANGUAGES):
+    if not _LANGUAGES.isdisjoint(toks):
         feats.add(b"#language")
-        if _into_language(toks, feats.intersection(_LANGUAGES)):
+        if _into_language(toks, _LANGUAGES.intersection(toks)):
             feats.add(b"#into-language")
     return feats
 
 
-def _into_language(toks: list[bytes], languages: set[bytes]) -> bool:
+def _into_language(toks: list[bytes], languages: frozenset[bytes]) -> bool:
     """Whether one of ``languages`` follows "into", "to", "in", "from" or "the"."""
     for lang in languages:
         i = toks.index(lang)
@@ -140,6 +143,13 @@ def _into_language(toks: list[bytes], languages: set[bytes]) -> bool:
             except ValueError:
                 break
     return False
+
+
+def word_stems(key: Hashable) -> tuple[bytes, ...]:
+    """The stem features a word key carries (``b"#stem:summar"`` for ``b"summarise"``)."""
+    if type(key) is not bytes or key.startswith(b"#"):
+        return ()
+    return tuple(b"#stem:" + stem for stem in STEMS if key.find(stem) >= 0)
 
 
 def key_to_json(key: Hashable) -> str | None:

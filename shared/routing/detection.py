@@ -6,8 +6,8 @@
 The model is a multinomial logistic regression over a bounded window of the text (see
 ``detect_features``), trained by ``bench/train_detector.py`` and shipped as
 ``detector_model.json``; the file is read on first use and cached, so importing this module
-is cheap. Inference is a set of dict look-ups, one sum per class and a softmax: standard
-library only.
+is cheap. Inference is one dict look-up and one integer addition per feature (each weight
+row is packed into one integer), one struct unpack and a softmax: standard library only.
 
 Precedence in a conversation: the latest user turn decides when it is confident; otherwise
 its probabilities are mixed with the system prompt's (weight ``SYSTEM_WEIGHT``) and the
@@ -38,6 +38,9 @@ SYSTEM_WEIGHT = 0.6
 HISTORY_WEIGHT = 0.3
 # Below this (mixed) probability nothing stands out, and the answer is `chat`.
 MIN_TASK_CONFIDENCE = 0.3
+# How many system prompts' decisions a model remembers (the scores of a remembered decision
+# are only read, never handed out).
+RECENT_SYSTEM_PROMPTS = 256
 # Only this many of the latest messages are searched for the user turns.
 MAX_MESSAGES_SCANNED = 64
 _CHAT = "chat"
@@ -57,10 +60,30 @@ class Detection:
         return self.scores.get(task_type, 0.0)
 
 
+# The hot path builds a Detection by setting its slots directly: the same object as
+# ``Detection(...)`` makes, without the frozen dataclass __init__'s object.__setattr__ calls.
+_new = object.__new__
+_set_task_type, _set_confidence, _set_source, _set_scores = (
+    Detection.__dict__[name].__set__ for name in ("task_type", "confidence", "source", "scores")
+)
+
+
+def _detection(task_type: str, probability: float, source: str, scores: dict[str, float]) -> Detection:
+    d = _new(Detection)
+    _set_task_type(d, task_type)
+    _set_confidence(d, round(probability * 10_000.0) / 10_000.0)  # 4 decimals
+    _set_source(d, source)
+    _set_scores(d, scores)
+    return d
+
+
 class LinearModel:
     """Per-class scores are a bias plus the summed weights of the features present."""
 
-    __slots__ = ("classes", "bias", "weights", "_chat", "_packed", "_packed_bias", "_unpack", "_nbytes")
+    __slots__ = (
+        "classes", "bias", "weights", "_chat", "_packed", "_packed_bias", "_unpack", "_nbytes",
+        "_recent",
+    )
 
     def __init__(
         self,
@@ -88,6 +111,8 @@ class LinearModel:
         self._packed = {k: v for k, v in packed.items() if v}  # a zero row adds nothing
         self._packed_bias = _pack(self.bias, bits) + _pack([1 << (bits - 1)] * n, bits, 1)
         self._nbytes = n * bits // 8
+        # Decisions on recent system prompts, which repeat from request to request.
+        self._recent: dict[tuple[str, int], tuple[int, float, dict[str, float]]] = {}
         if bits in (32, 64):
             self._unpack = struct.Struct("<%d%s" % (n, "I" if bits == 32 else "Q")).unpack
         else:
@@ -108,7 +133,17 @@ class LinearModel:
         top = max(scores)  # the offset every field carries cancels here
         exps = [exp((s - top) * _INV_SCALE) for s in scores]
         norm = 1.0 / sum(exps)  # the top class's exp is 1: this is its probability
-        return scores.index(top), norm, dict(zip(self.classes, map(norm.__mul__, exps)))
+        return scores.index(top), norm, dict(zip(self.classes, [e * norm for e in exps]))
+
+    def _decide_recent(self, text: str, length: int) -> tuple[int, float, dict[str, float]]:
+        """``decide``, remembered for the last few hundred distinct texts (system prompts)."""
+        key = (text, length)
+        found = self._recent.get(key)
+        if found is None:
+            if len(self._recent) >= RECENT_SYSTEM_PROMPTS:
+                self._recent.clear()
+            found = self._recent[key] = self.decide(text, length)
+        return found
 
     def predict_text(self, text: str) -> tuple[str, float]:
         best, confidence, _ = self.decide(text)
@@ -143,7 +178,7 @@ def detect_text(text: str) -> Detection:
         return Detection(_CHAT, 0.0, "none")
     model = _model()
     best, confidence, scores = model.decide(text)
-    return Detection(model.classes[best], round(confidence, 4), "text", scores)
+    return _detection(model.classes[best], confidence, "text", scores)
 
 
 def detect(messages: Sequence[Mapping[str, Any]]) -> Detection:
@@ -156,7 +191,7 @@ def detect(messages: Sequence[Mapping[str, Any]]) -> Detection:
         user = model.decide(*latest)
         best, confidence, scores = user
         if confidence >= CONFIDENT and best != model._chat:
-            return Detection(model.classes[best], round(confidence, 4), "user", scores)
+            return _detection(model.classes[best], confidence, "user", scores)
     previous = _user_turn(messages, at - 1)[1] if latest is not None else None
     mixed: list[float] | None = None
     contributions: list[tuple[str, float, list[float]]] = []
@@ -167,7 +202,12 @@ def detect(messages: Sequence[Mapping[str, Any]]) -> Detection:
     ):
         if turn is None:
             continue
-        best, _, scores = user if source == "user" else model.decide(*turn)  # type: ignore[misc]
+        if source == "user":
+            best, _, scores = user  # type: ignore[misc]
+        elif source == "system":
+            best, _, scores = model._decide_recent(*turn)
+        else:
+            best, _, scores = model.decide(*turn)
         if best == model._chat:
             continue  # small talk carries no task signal
         weighted = [p * weight for p in scores.values()]
@@ -184,14 +224,14 @@ def detect(messages: Sequence[Mapping[str, Any]]) -> Detection:
         return _chat_fallback(model, user)
     source = max(contributions, key=lambda c: c[2][best])[0]
     scores = {c: v / total_weight for c, v in zip(model.classes, mixed)}
-    return Detection(model.classes[best], round(confidence, 4), source, scores)
+    return _detection(model.classes[best], confidence, source, scores)
 
 
 def _chat_fallback(model: LinearModel, user: tuple[int, float, dict[str, float]] | None) -> Detection:
     if user is None or model._chat < 0:
         return Detection(_CHAT, 0.0, "none")
     scores = user[2]
-    return Detection(_CHAT, round(scores[_CHAT], 4), "user", scores)
+    return _detection(_CHAT, scores[_CHAT], "user", scores)
 
 
 def _is_mapping(message: object) -> bool:
