@@ -13,6 +13,8 @@ _UNSAFE = re.compile(r"[^\x20-\x7e]")
 
 def header_safe(value: str, limit: int = 1024) -> str:
     """Printable ASCII only (no CR/LF: no header injection), bounded length."""
+    if value.isascii() and value.isprintable():
+        return value[:limit]
     return _UNSAFE.sub("?", value)[:limit]
 
 

@@ -88,6 +88,8 @@ def route_decided(
     confidence: float | None = None,
 ) -> None:
     """The router picked `chosen` (None: nothing eligible) from `candidates`."""
+    if _silent(logging.DEBUG):
+        return
     cands = tuple(_ident(c) for c in list(candidates)[:MAX_CANDIDATES])
     attrs = _attrs(
         task_type=_ident(task_type),
@@ -171,6 +173,8 @@ def request_completed(
     stream: bool = False,
 ) -> None:
     """A gateway request finished (successfully or not), after any failovers."""
+    if isinstance(status, int) and status < 400 and _silent(logging.DEBUG):
+        return
     attrs = _attrs(
         provider=_ident(provider),
         model=_ident(model),
@@ -287,6 +291,15 @@ def reset() -> None:
 
 
 # --------------------------------------------------------------------------- emit
+
+
+def _silent(level: int) -> bool:
+    """Nothing would record an event at `level`: no OpenTelemetry SDK and no log handler wants
+    it. The per-request success events then cost one check, not a dict of attributes."""
+    try:
+        return not _get_state().active and not logger.isEnabledFor(level)
+    except Exception:
+        return False
 
 
 class _Inactive(Exception):
