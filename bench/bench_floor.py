@@ -75,12 +75,17 @@ def main() -> None:
         direct_path = "/" + fake_url.split("127.0.0.1:", 1)[1].split("/", 1)[1] + "/chat/completions"
         base = fake_url.rsplit("/v1", 1)[0]
         print("# bench_floor: bare uvicorn + aiohttp pass-through proxy (no gateway logic)")
+        import psutil
+
+        proc = psutil.Process(proxy.pid)
         for conc, n in ((1, 3000), (32, 20000)):
             d = asyncio.run(run_load(base, direct_path, body, {"Authorization": "Bearer bench-key"}, conc, n, 20))
+            cpu0 = sum(proc.cpu_times()[:2])
             p = asyncio.run(run_load(f"http://127.0.0.1:{port}", "/", body, {}, conc, n, 20))
+            cpu_ms = (sum(proc.cpu_times()[:2]) - cpu0) * 1000 / max(1, p["n"] + conc)
             print(f"concurrency {conc:>2}: direct n={d['n']:>6} p50 {d['p50_ms']:.3f} ms  {d['rps']:.0f} req/s")
             print(f"concurrency {conc:>2}: proxy  n={p['n']:>6} p50 {p['p50_ms']:.3f} ms  p99 {p['p99_ms']:.3f} ms  {p['rps']:.0f} req/s  errors {p['errors']}")
-            print(f"concurrency {conc:>2}: added  p50 {p['p50_ms'] - d['p50_ms']:.3f} ms")
+            print(f"concurrency {conc:>2}: added  p50 {p['p50_ms'] - d['p50_ms']:.3f} ms  (proxy process CPU {cpu_ms:.3f} ms per request)")
     finally:
         proxy.terminate()
         proxy.wait(5)

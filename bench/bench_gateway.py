@@ -177,12 +177,18 @@ def main() -> None:
             body = json.dumps({"model": "bench-model" , "messages": [{"role": "user", "content": PROMPT}]}).encode()
             gw_body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": PROMPT}]}).encode()
             n1, n32, secs = (500, 3000, 10) if args.quick else (3000, 20000, 20)
+            import psutil
+
+            gw_proc = psutil.Process(stop.proc.pid)
             for conc, n in ((1, n1), (32, n32)):
                 d = asyncio.run(run_load(direct[0], direct[1], body, direct[2], conc, n, secs))
+                cpu0 = sum(gw_proc.cpu_times()[:2])
                 g = asyncio.run(run_load(gateway[0], gateway[1], gw_body, gateway[2], conc, n, secs))
+                cpu_ms = (sum(gw_proc.cpu_times()[:2]) - cpu0) * 1000 / max(1, g["n"] + conc)
                 print(f"concurrency {conc:>2}: direct  n={d['n']:>6} p50 {d['p50_ms']:.3f} ms  p99 {d['p99_ms']:.3f} ms  {d['rps']:.0f} req/s  errors {d['errors']}")
                 print(f"concurrency {conc:>2}: gateway n={g['n']:>6} p50 {g['p50_ms']:.3f} ms  p99 {g['p99_ms']:.3f} ms  {g['rps']:.0f} req/s  errors {g['errors']}")
-                print(f"concurrency {conc:>2}: added   p50 {g['p50_ms'] - d['p50_ms']:.3f} ms  p99 {g['p99_ms'] - d['p99_ms']:.3f} ms")
+                print(f"concurrency {conc:>2}: added   p50 {g['p50_ms'] - d['p50_ms']:.3f} ms  p99 {g['p99_ms'] - d['p99_ms']:.3f} ms"
+                      f"  (gateway process CPU {cpu_ms:.3f} ms per request)")
         else:
             payload = {"model": "bench-model", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
             gw_payload = {**payload, "model": "auto"}
