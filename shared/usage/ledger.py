@@ -221,6 +221,7 @@ class TableLedger:
         self._op_timeout = float(op_timeout)
         self._client_factory = client_factory
         self._max_in_flight = max(1, int(max_in_flight))
+        self._in_flight = 0
         self._queue: deque[_Pending] = deque()
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -253,7 +254,8 @@ class TableLedger:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        """Records not yet written: queued, plus those in a write under way."""
+        return len(self._queue) + self._in_flight
 
     # -- background ---------------------------------------------------------
 
@@ -290,24 +292,36 @@ class TableLedger:
         self._queue.clear()
         chunks = _chunks(items, self._max_batch)
         # Several transactions in flight: one at a time cannot keep up with a busy instance
-        # (a batch takes ~100 ms on a quiet emulator). Each is bounded by op_timeout.
-        slots = asyncio.Semaphore(self._max_in_flight)
+        # (a batch takes ~100 ms on a quiet emulator). At most `max_in_flight` writer tasks,
+        # each write bounded by op_timeout.
+        # After the first failure no new write starts (the store is likely down): the rest
+        # stay queued for the next attempt, so an outage costs one timeout, not one per batch.
+        results: list[BaseException | None] = [None] * len(chunks)
+        attempted = [False] * len(chunks)
+        todo = iter(range(len(chunks)))
 
-        async def submit(chunk: list[_Pending]) -> BaseException | None:
-            async with slots:
+        async def writer() -> None:
+            for i in todo:
+                if any(r is not None for r in results):
+                    return
+                attempted[i] = True
                 try:
                     async with asyncio.timeout(self._op_timeout):
-                        await self._submit(chunk)
+                        await self._submit(chunks[i])
                 except Exception as exc:
-                    return exc
-            return None
+                    results[i] = exc
 
-        results = await asyncio.gather(*(submit(c) for c in chunks))
+        self._in_flight = len(items)
+        try:
+            workers = min(self._max_in_flight, len(chunks))
+            await asyncio.gather(*(asyncio.create_task(writer(), name="usage-ledger-write") for _ in range(workers)))
+        finally:
+            self._in_flight = 0
         written = 0
         error: BaseException | None = None
         failed: list[_Pending] = []
-        for chunk, exc in zip(chunks, results):
-            if exc is None:
+        for chunk, exc, tried in zip(chunks, results, attempted):
+            if tried and exc is None:
                 written += len(chunk)
             else:
                 error = error or exc
