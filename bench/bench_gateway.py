@@ -194,7 +194,7 @@ def main() -> None:
             gw_payload = {**payload, "model": "auto"}
             paced = args.chunk_interval > 0
             sizes = ((1, 10 if paced else 30), (32, 32 if paced else 96)) if args.quick else \
-                    ((1, 20 if paced else 100), (32, 64 if paced else 320))
+                    ((1, 60 if paced else 100), (32, 64 if paced else 320))
             for conc, n in sizes:
                 d = asyncio.run(run_streams(direct[0], direct[1], payload, direct[2], conc, n))
                 g = asyncio.run(run_streams(gateway[0], gateway[1], gw_payload, gateway[2], conc, n))
