@@ -318,3 +318,10 @@ def test_client_disconnect_cancels_upstream(gateway_url, fakes):
     thread.run(cheap.wait_until(lambda: cheap.streams_cancelled == 1, timeout=3.0))
     assert cheap.chat_calls[-1].cancelled_at - disconnected < 1.0
     assert cheap.chat_calls[-1].outcome == "cancelled"
+
+
+def test_fields_ollama_cannot_honour_are_named_in_a_header(client):
+    raw = raw_chat(client, model="local", extra_body={"tools": [{"type": "function", "function": {"name": "f"}}]})
+    assert raw.headers["X-LLM-Provider"] == "local"
+    assert raw.headers["X-LLM-Ignored-Params"] == "tools"
+    assert "X-LLM-Ignored-Params" not in raw_chat(client, model="cheap").headers

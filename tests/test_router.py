@@ -368,3 +368,16 @@ async def test_low_confidence_detections_take_the_designated_route(gateway):
     assert low.route == "code" and low.low_confidence and low.to_dict()["low_confidence"] is True
     assert sure.plan(ask()).route == "default"
     assert unsure.plan(ask(task_type="qa")).route == "default"  # a hint is never second-guessed
+
+
+async def test_fields_a_provider_cannot_honour_are_reported_not_dropped_silently(gateway, fakes):
+    request = ask(model="local", params={"temperature": 0.2, "tools": [{"type": "function"}], "logprobs": True})
+    result = await gateway.router.complete(request)
+    assert result["route"]["ignored_params"] == ["logprobs", "tools"]
+    assert fakes[2].chat_calls[-1].body["options"]["temperature"] == 0.2
+    routed = await gateway.router.open_stream(ask(model="local", stream=True, params={"tools": []}))
+    assert routed.route()["ignored_params"] == ["tools"]
+    await routed.aclose()
+    passed = await gateway.router.complete(ask(model="cheap", params={"tools": [{"type": "function"}]}))
+    assert "ignored_params" not in passed["route"]  # OpenAI kinds receive every field
+    assert fakes[0].chat_calls[-1].body["tools"] == [{"type": "function"}]

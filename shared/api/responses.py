@@ -43,6 +43,8 @@ def route_headers(route: dict[str, Any] | None) -> dict[str, str]:
         h["X-LLM-Request-Id"] = route["request_id"]
     if route.get("confidence") is not None:
         h["X-LLM-Task-Confidence"] = f"{route['confidence']:.3f}"
+    if route.get("ignored_params"):
+        h["X-LLM-Ignored-Params"] = ", ".join(route["ignored_params"])
     if route.get("cost_usd") is not None:
         h["X-LLM-Cost-USD"] = f"{route['cost_usd']:.8f}"
         h["X-LLM-Cost-Estimated"] = "true" if route.get("cost_estimated") else "false"

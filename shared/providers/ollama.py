@@ -24,6 +24,21 @@ _OPTIONS = {
 _ROLES = {"developer": "system"}
 
 
+# OpenAI fields that have no Ollama meaning but lose nothing when not sent.
+_HARMLESS = frozenset({"user", "n", "stream_options", "response_format", "store", "metadata"})
+
+
+def unsupported_params(params: dict[str, Any]) -> list[str]:
+    """The caller's fields Ollama's /api/chat cannot honour: reported, never dropped silently."""
+    out = sorted(k for k in params if k not in _OPTIONS and k not in _HARMLESS)
+    fmt = params.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text", "json_object", "json_schema"):
+        out.append("response_format")
+    if params.get("n") not in (None, 1):
+        out.append("n")
+    return out
+
+
 def to_ollama_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for m in messages:

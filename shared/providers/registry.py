@@ -19,6 +19,15 @@ PROVIDER_KINDS: dict[str, type[HttpChatProvider]] = {
 }
 
 
+def ignored_params(config: ProviderConfig, params: dict[str, Any]) -> list[str]:
+    """Request fields this provider kind cannot honour (OpenAI kinds take every field)."""
+    if config.kind == "ollama":
+        from .ollama import unsupported_params
+
+        return unsupported_params(params)
+    return []
+
+
 def make_auth(config: ProviderConfig, secrets: Any, tokens: Any) -> Auth:
     if config.auth == "none":
         return NoAuth()

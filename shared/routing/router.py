@@ -107,6 +107,7 @@ class Router:
         cost = cost_of(pcfg, usage)
         latency_ms = (self.clock() - started) * 1000
         result["route"] = route_info(decision, attempts, pcfg.name, pcfg.model, request.request_id, cost, estimated)
+        add_ignored_params(result["route"], pcfg, request)
         self.observer.completed(
             request_id=request.request_id, provider=name, model=pcfg.model, task_type=decision.task_type,
             strategy=decision.strategy, status=200, latency_ms=latency_ms, ttft_ms=None,
@@ -123,6 +124,14 @@ class Router:
             prompt_tokens=0, completion_tokens=0, cost_usd=0.0, estimated=False, stream=request.stream,
             candidates=decision.candidates, confidence=decision.confidence,
         )
+
+
+def add_ignored_params(info: dict[str, Any], provider_config, request: ChatRequest) -> None:
+    from shared.providers.registry import ignored_params
+
+    ignored = ignored_params(provider_config, request.params)
+    if ignored:
+        info["ignored_params"] = ignored
 
 
 def route_info(decision: Decision, attempts: list[Attempt], provider, model, request_id, cost, estimated) -> dict[str, Any]:

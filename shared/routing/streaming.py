@@ -57,10 +57,12 @@ class RoutedStream:
         self.cost_estimated: bool | None = None
 
     def route(self) -> dict[str, Any]:
-        from .router import route_info
+        from .router import add_ignored_params, route_info
 
-        return route_info(self.decision, self.attempts, self.provider, self.model, self.request.request_id,
+        info = route_info(self.decision, self.attempts, self.provider, self.model, self.request.request_id,
                           self.cost_usd, self.cost_estimated)
+        add_ignored_params(info, self.router.config.providers[self.provider], self.request)
+        return info
 
     def __aiter__(self) -> AsyncIterator[Chunk]:
         return self._chunks()
