@@ -320,7 +320,9 @@ def test_client_disconnect_cancels_upstream(gateway_url, fakes):
     assert cheap.chat_calls[-1].outcome == "cancelled"
 
 
-def test_fields_ollama_cannot_honour_are_named_in_a_header(client):
+def test_fields_ollama_cannot_honour_are_named_in_a_header(client, gateway_url):
+    for name in ("local", "cheap"):  # earlier tests' faults may have opened them
+        httpx.post(f"{gateway_url}/api/routing/breakers/{name}/reset")
     raw = raw_chat(client, model="local", extra_body={"tools": [{"type": "function", "function": {"name": "f"}}]})
     assert raw.headers["X-LLM-Provider"] == "local"
     assert raw.headers["X-LLM-Ignored-Params"] == "tools"
