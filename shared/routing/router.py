@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
+import os
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from shared.config import GatewayConfig
@@ -53,7 +53,7 @@ class Router:
 
     # -- ChatProvider --------------------------------------------------------------
     async def complete(self, request: ChatRequest) -> Completion:
-        request.request_id = request.request_id or uuid.uuid4().hex
+        request.request_id = request.request_id or os.urandom(16).hex()
         decision = self.decide(request)
         self.observer.route_decided(decision)
         walk = CandidateWalk(self, request, decision)

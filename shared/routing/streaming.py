@@ -10,7 +10,7 @@ stall ends the stream with `StreamInterrupted` (rendered as an error event and
 from __future__ import annotations
 
 import asyncio
-import uuid
+import os
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from shared.errors import GatewayError
@@ -174,7 +174,7 @@ class RoutedStream:
 async def open_candidate_stream(router: "Router", request: ChatRequest) -> RoutedStream:
     from .walk import CandidateWalk
 
-    request.request_id = request.request_id or uuid.uuid4().hex
+    request.request_id = request.request_id or os.urandom(16).hex()
     decision = router.decide(request)
     router.observer.route_decided(decision)
     walk = CandidateWalk(router, request, decision)

@@ -30,11 +30,15 @@ class EnvSecretProvider:
         self._env = env
         self._registry = registry or REGISTRY
         self._status: dict[str, dict[str, Any]] = {}
+        self._resolved: dict[str, tuple[str, str]] = {}  # name -> (setting, value) last accepted
 
     def __repr__(self) -> str:
         return f"EnvSecretProvider(resolved={sorted(n for n, s in self._status.items() if s['cached'])})"
 
     async def get(self, name: str) -> str:
+        last = self._resolved.get(name)
+        if last is not None and self._env.get(last[0]) == last[1]:
+            return last[1]  # unchanged since it was checked: the request path skips the checks
         tried = setting_names(name)
         for key in tried:
             if key in self._env:
@@ -45,6 +49,7 @@ class EnvSecretProvider:
                 self._registry.add(value)
                 self._status[name] = {"source": "env", "setting": key, "cached": True, "age_seconds": 0.0,
                                       "last_error": None}
+                self._resolved[name] = (key, value)
                 return value
         return self._fail(name, f"no app setting {' or '.join(tried)}")
 
@@ -58,6 +63,7 @@ class EnvSecretProvider:
         return None
 
     def _fail(self, name: str, reason: str) -> str:
+        self._resolved.pop(name, None)
         err = SecretUnavailable(name, reason)
         self._status[name] = {"source": "env", "setting": None, "cached": False, "age_seconds": None,
                               "last_error": {"type": "SecretUnavailable", "message": str(err)}}
