@@ -8,8 +8,8 @@ Completions carry their routing decision under a `route` key.
 from __future__ import annotations
 
 import asyncio
-import time
 import os
+import time
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from shared.config import GatewayConfig
