@@ -20,6 +20,7 @@ from shared.routing.latency import LatencyTracker
 from shared.routing.planner import Planner
 from shared.routing.router import Router
 from shared.routing.strategies import build_strategies
+from shared.routing.tasks import TASK_TYPES
 from shared.storage import table_connection
 
 log = logging.getLogger("shared.gateway")
@@ -129,7 +130,7 @@ class Gateway:
                        **({"description": r.description} if r.description else {})}
                 for name, r in cfg.routes.items()
             },
-            "task_routes": {t: cfg.route_for_task(t).name for t in _task_types()},
+            "task_routes": {t: cfg.route_for_task(t).name for t in TASK_TYPES},
             "low_confidence": (
                 {"threshold": cfg.low_confidence.threshold, "route": cfg.low_confidence.route}
                 if cfg.low_confidence else None
@@ -197,7 +198,7 @@ class Gateway:
             if p.api_key_secret:
                 s = secrets_status.get(p.api_key_secret) if isinstance(secrets_status, dict) else None
                 if s is not None:
-                    entry["secret"] = {"name": p.api_key_secret, **_public(s)}
+                    entry["secret"] = {"name": p.api_key_secret, **s}  # status holds no values
                 else:
                     entry["secret"] = {"name": p.api_key_secret, "resolved": False}
             providers[name] = entry
@@ -239,16 +240,6 @@ async def probe_endpoint(endpoint: str, timeout: float = 2.0) -> dict[str, Any]:
         return {"ok": False, "error": f"no TCP connection within {timeout:g}s"}
     except OSError as exc:
         return {"ok": False, "error": exc.strerror or type(exc).__name__}
-
-
-def _public(status: Any) -> dict[str, Any]:
-    return {k: v for k, v in dict(status).items() if k not in ("value",)}
-
-
-def _task_types():
-    from shared.routing.tasks import TASK_TYPES
-
-    return TASK_TYPES
 
 
 # -- the instance's gateway ------------------------------------------------------------

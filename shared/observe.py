@@ -12,10 +12,6 @@ from shared.usage.ledger import UsageRecord
 class GatewayObserver:
     def __init__(self, ledger: Any) -> None:
         self.ledger = ledger
-        self._decisions: dict[str, Any] = {}
-
-    def route_decided(self, decision: Any) -> None:
-        pass  # emitted with the chosen provider once known (see `completed`)
 
     def attempt_failed(self, provider: str, error_class: str, latency_s: float, status: int | None) -> None:
         events.attempt_failed(provider=provider, error_class=error_class, latency_s=latency_s, status=status)

@@ -29,7 +29,7 @@ from shared.errors import AllProvidersFailed, DeadlineExceeded
 from shared.providers.base import ChatRequest
 from shared.routing.streaming import StreamInterrupted
 from tests.certs import make_self_signed
-from tests.fakes.identity import FakeIdentityEndpoint
+from tests.fakes.identity import AZURE_CREDENTIAL_ENV, FakeIdentityEndpoint
 from tests.fakes.keyvault import FakeKeyVault
 from tests.fakes.llm import FakeLLM, Fault, GarbageServer, closed_port_url
 from tests.gateway_helpers import env_for, make_gateway, openai_provider
@@ -400,10 +400,7 @@ async def test_table_storage_slow_requests_still_succeed(fakes):
 
 # -- platform: Key Vault --------------------------------------------------------------------------
 
-AZURE_ENV = ("MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT", "IDENTITY_SERVER_THUMBPRINT", "AZURE_CLIENT_ID",
-             "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE",
-             "AZURE_USERNAME", "AZURE_PASSWORD", "AZURE_AUTHORITY_HOST", "WEBSITE_INSTANCE_ID",
-             "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+AZURE_ENV = AZURE_CREDENTIAL_ENV
 
 
 @pytest.fixture(scope="module")

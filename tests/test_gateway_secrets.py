@@ -13,16 +13,15 @@ import pytest
 from shared import gateway as gateway_module
 from shared.telemetry import events
 from tests.certs import make_self_signed
-from tests.fakes.identity import FakeIdentityEndpoint
+from tests.fakes.identity import AZURE_CREDENTIAL_ENV, FakeIdentityEndpoint
 from tests.fakes.keyvault import FakeKeyVault
 from tests.fakes.llm import FakeLLM, Fault
 from tests.gateway_helpers import azure_provider, function_app_asgi, openai_provider
 
 CANARY = "sk-canary-7Hq2Zx9Lw4Pm1Nd6-must-never-leak"
 ROTATED = "sk-rotated-4Fv8Yt3Rk6Bs0Jc2-also-secret"
-AZURE_ENV = ("MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT", "IDENTITY_SERVER_THUMBPRINT", "AZURE_CLIENT_ID",
-             "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "WEBSITE_INSTANCE_ID", "HTTP_PROXY", "HTTPS_PROXY",
-             "LLM_TABLE_CONNECTION", "AzureWebJobsStorage", "APPLICATIONINSIGHTS_CONNECTION_STRING")
+AZURE_ENV = (*AZURE_CREDENTIAL_ENV, "LLM_TABLE_CONNECTION", "AzureWebJobsStorage",
+             "APPLICATIONINSIGHTS_CONNECTION_STRING")
 
 
 class IssuedToken:

@@ -32,17 +32,12 @@ from shared.secrets import (
 )
 from shared.secrets.keyvault import retry_after_seconds
 from tests.certs import make_self_signed
-from tests.fakes.identity import FakeIdentityEndpoint
+from tests.fakes.identity import AZURE_CREDENTIAL_ENV, FakeIdentityEndpoint
 from tests.fakes.keyvault import FakeKeyVault
 
 ROOT = Path(__file__).resolve().parent.parent
 CANARY = "canary-Zq7xW2-do-not-leak-5e1f0c9b8a7d"
-AZURE_ENV = (
-    "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT", "IDENTITY_SERVER_THUMBPRINT", "AZURE_CLIENT_ID",
-    "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_USERNAME", "AZURE_PASSWORD", "AZURE_AUTHORITY_HOST", "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-    "WEBSITE_INSTANCE_ID", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy",
-)
+AZURE_ENV = AZURE_CREDENTIAL_ENV
 VAULT_RESOURCE = "https://vault.azure.net"
 
 

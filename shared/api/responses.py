@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator
 from starlette.responses import Response
 
 from shared.errors import GatewayError
-from shared.routing.attempts import header_safe
+from shared.routing.attempts import describe, header_safe
 
 log = logging.getLogger("shared.api")
 
@@ -28,10 +28,7 @@ def route_headers(route: dict[str, Any] | None) -> dict[str, str]:
     h = {
         "X-LLM-Task-Type": route.get("task_type") or "",
         "X-LLM-Strategy": route.get("strategy") or "",
-        "X-LLM-Attempts": ", ".join(
-            f"{a['provider']}:{a['outcome']}" + (f"({a['reason']})" if a.get("reason") else "")
-            for a in route.get("attempts", [])
-        ),
+        "X-LLM-Attempts": ", ".join(describe(a) for a in route.get("attempts", [])),
     }
     if route.get("provider"):
         h["X-LLM-Provider"] = route["provider"]

@@ -245,14 +245,14 @@ def _build(doc: dict[str, Any], raw: dict[str, Any], source: str) -> GatewayConf
         for name, r in doc["routes"].items()
     }
     low = doc.get("low_confidence")
-    cost = doc.get("cost") or _with_defaults({}, schema()["properties"]["cost"])
+    cost = doc["cost"]
     return GatewayConfig(
         source=source,
         providers=providers,
         routes=routes,
         default_strategy=doc["default_strategy"],
-        limits=Limits(**_with_defaults(doc.get("limits", {}), schema()["properties"]["limits"])),
-        secrets=_with_defaults(doc.get("secrets", {}), schema()["properties"]["secrets"]),
+        limits=Limits(**doc["limits"]),
+        secrets=doc["secrets"],
         cost=CostConfig(cost.get("baseline_provider"), cost["max_report_days"]),
         low_confidence=LowConfidence(low["threshold"], low["route"]) if low else None,
         escalation=(Escalation(tuple(doc["escalation"]["task_types"]), doc["escalation"]["min_probability"])

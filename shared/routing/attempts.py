@@ -37,7 +37,13 @@ class Attempt:
         return d
 
     def short(self) -> str:
-        return f"{self.provider}:{self.outcome}" + (f"({self.reason})" if self.reason else "")
+        return describe(self.to_dict())
+
+
+def describe(attempt: dict[str, Any]) -> str:
+    """`provider:outcome(reason)`, as in the X-LLM-Attempts header and error messages."""
+    reason = attempt.get("reason")
+    return f"{attempt['provider']}:{attempt['outcome']}" + (f"({reason})" if reason else "")
 
 
 def failure_reason(err: ProviderError) -> str:
@@ -47,6 +53,3 @@ def failure_reason(err: ProviderError) -> str:
 def failure_class(err: ProviderError) -> str:
     return f"http_{err.status}" if err.status else err.kind
 
-
-def attempts_header(attempts: list[Attempt]) -> str:
-    return header_safe(", ".join(a.short() for a in attempts))

@@ -19,23 +19,23 @@ def _tokens(usage: Any) -> tuple[int, int] | None:
     return None
 
 
-def completion_usage(result: dict[str, Any], shape: RequestShape) -> tuple[dict[str, int], bool]:
-    reported = _tokens(result.get("usage"))
+def stream_usage(usage: Any, shape: RequestShape, completion_chars: int) -> tuple[dict[str, int], bool]:
+    """The provider's reported usage, or an estimate (flagged True) from the request's shape
+    and the completion's length."""
+    reported = _tokens(usage)
     if reported:
         return {"prompt_tokens": reported[0], "completion_tokens": reported[1]}, False
+    completion = max(1, completion_chars // 4) if completion_chars else 0
+    return {"prompt_tokens": shape.prompt_tokens, "completion_tokens": completion}, True
+
+
+def completion_usage(result: dict[str, Any], shape: RequestShape) -> tuple[dict[str, int], bool]:
     chars = 0
     for choice in result.get("choices") or ():
         content = (choice.get("message") or {}).get("content")
         if isinstance(content, str):
             chars += len(content)
-    return {"prompt_tokens": shape.prompt_tokens, "completion_tokens": max(1, chars // 4) if chars else 0}, True
-
-
-def stream_usage(usage: Any, shape: RequestShape, completion_chars: int) -> tuple[dict[str, int], bool]:
-    reported = _tokens(usage)
-    if reported:
-        return {"prompt_tokens": reported[0], "completion_tokens": reported[1]}, False
-    return {"prompt_tokens": shape.prompt_tokens, "completion_tokens": max(1, completion_chars // 4) if completion_chars else 0}, True
+    return stream_usage(result.get("usage"), shape, chars)
 
 
 def cost_of(provider: ProviderConfig, usage: dict[str, int]) -> float:

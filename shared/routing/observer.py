@@ -6,8 +6,6 @@ from typing import Any, Protocol
 
 
 class Observer(Protocol):
-    def route_decided(self, decision: Any) -> None: ...
-
     def attempt_failed(self, provider: str, error_class: str, latency_s: float, status: int | None) -> None: ...
 
     def failover(self, from_provider: str, to_provider: str, reason: str) -> None: ...
@@ -19,9 +17,6 @@ class Observer(Protocol):
 
 
 class NullObserver:
-    def route_decided(self, decision: Any) -> None:
-        pass
-
     def attempt_failed(self, provider: str, error_class: str, latency_s: float, status: int | None) -> None:
         pass
 

@@ -12,6 +12,7 @@ from typing import Any
 from shared.config import STRATEGIES, GatewayConfig
 from shared.errors import InvalidRequest, NotFound
 from shared.providers.base import ChatRequest
+from shared.usage.pricing import estimate_prompt_tokens
 
 from .strategies import RequestShape, Strategy
 from .tasks import TASK_TYPES, is_task_type
@@ -66,17 +67,7 @@ def check_strategy(value: Any, param: str) -> str:
 
 
 def estimate_shape(request: ChatRequest) -> RequestShape:
-    chars = 0
-    for m in request.messages:
-        content = m.get("content")
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            for part in content:
-                text = part.get("text") if isinstance(part, dict) else None
-                if isinstance(text, str):
-                    chars += len(text)
-    prompt = chars // 4 + 4 * len(request.messages) + 1
+    prompt = estimate_prompt_tokens(request.messages)
     limit = request.params.get("max_completion_tokens") or request.params.get("max_tokens")
     completion = min(int(limit), DEFAULT_COMPLETION_TOKENS) if isinstance(limit, int) and limit > 0 else DEFAULT_COMPLETION_TOKENS
     return RequestShape(prompt, completion)

@@ -55,7 +55,6 @@ class Router:
     async def complete(self, request: ChatRequest) -> Completion:
         request.request_id = request.request_id or os.urandom(16).hex()
         decision = self.decide(request)
-        self.observer.route_decided(decision)
         walk = CandidateWalk(self, request, decision)
         async for name, provider, admission, remaining in walk.candidates():
             t0 = self.clock()

@@ -156,7 +156,7 @@ class RoutedStream:
             status = 499
         else:
             status = 502
-        usage = self._settle_cost() if self.cost_usd is None else stream_usage(self._usage, self.decision.shape, self._chars)[0]
+        usage = self._settle_cost()
         router.observer.completed(
             request_id=self.request.request_id, provider=self.provider, model=self.model,
             task_type=self.decision.task_type, strategy=self.decision.strategy, status=status,
@@ -176,7 +176,6 @@ async def open_candidate_stream(router: "Router", request: ChatRequest) -> Route
 
     request.request_id = request.request_id or os.urandom(16).hex()
     decision = router.decide(request)
-    router.observer.route_decided(decision)
     walk = CandidateWalk(router, request, decision)
     async for name, provider, admission, remaining in walk.candidates():
         t0 = router.clock()

@@ -18,6 +18,16 @@ API_VERSION = "2019-08-01"
 PATH = "/msi/token"
 
 
+# Settings azure-identity (and proxies) would pick up from the developer's environment: tests
+# that drive the real credentials against the fakes remove them first.
+AZURE_CREDENTIAL_ENV = (
+    "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT", "IDENTITY_SERVER_THUMBPRINT", "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_USERNAME", "AZURE_PASSWORD", "AZURE_AUTHORITY_HOST", "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "WEBSITE_INSTANCE_ID", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy",
+)
+
+
 class FakeIdentityEndpoint:
     def __init__(self, *, header_secret: str = "fake-identity-header", lifetime_seconds: int = 3600) -> None:
         self.header_secret = header_secret
