@@ -183,6 +183,19 @@ def test_oversized_body_is_413_before_any_provider_call(client, fakes):
     assert sum(f.call_count for f in fakes[1:]) == calls
 
 
+def test_every_value_a_caller_sent_reaches_the_provider_exactly(gateway_url, fakes):
+    # Integers beyond 64 bits and lone surrogates are valid JSON that the fast encoder refuses.
+    body = ('{"model": "cheap", "messages": [{"role": "user", "content": "hi \\ud83d there"}],'
+            ' "seed": 123456789012345678901234567890, "metadata": {"tag": "\\udc00"}}')
+    resp = httpx.post(f"{gateway_url}/api/v1/chat/completions", content=body,
+                      headers={"Content-Type": "application/json"}, timeout=20)
+    assert resp.status_code == 200, resp.text
+    sent = fakes[1].chat_calls[-1].body
+    assert sent["seed"] == 123456789012345678901234567890
+    assert sent["metadata"] == {"tag": "\udc00"}
+    assert sent["messages"][0]["content"] == "hi \ud83d there"
+
+
 def test_provider_caller_error_passes_through(client, fakes):
     fakes[3].fail_next(1, status=400, body={"error": {"message": "context too long", "type": "invalid_request_error",
                                                       "param": "messages", "code": "context_length_exceeded"}})

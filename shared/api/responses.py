@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, AsyncIterator
 
 from starlette.responses import Response
 
+from shared import jsonio
 from shared.errors import GatewayError
 from shared.routing.attempts import describe, header_safe
 
@@ -17,7 +17,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status_code=status,
+    return Response(jsonio.dumps(body), status_code=status,
                     media_type="application/json", headers=headers)
 
 
@@ -64,7 +64,7 @@ def internal_error(exc: BaseException) -> Response:
 
 
 def sse_event(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + jsonio.dumps(obj) + b"\n\n"
 
 
 SSE_DONE = b"data: [DONE]\n\n"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any, AsyncIterator
+
+from shared import jsonio
 
 from .base import PROTOCOL, STATUS, STREAM_BROKEN, ChatRequest, Chunk, Completion, ProviderError
 from .http_provider import HttpChatProvider
@@ -126,7 +127,7 @@ class OllamaProvider(HttpChatProvider):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = jsonio.loads(line)
             except ValueError:
                 raise ProviderError(self.name, PROTOCOL, "malformed stream line (not JSON)") from None
             if not isinstance(obj, dict):

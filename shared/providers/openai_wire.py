@@ -6,8 +6,9 @@ fixtures and no network.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from shared import jsonio
 
 from .base import PROTOCOL, STATUS, Chunk, ProviderError
 
@@ -46,7 +47,7 @@ def parse_sse_line(provider: str, line: bytes) -> Chunk | object | None:
     if data == b"[DONE]":
         return DONE
     try:
-        chunk = json.loads(data)
+        chunk = jsonio.loads(data)
     except ValueError:
         raise ProviderError(provider, PROTOCOL, "malformed stream event (not JSON)") from None
     if not isinstance(chunk, dict):

@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
 
+from shared import jsonio
 from shared.config import Timeouts
 
 from .base import CONNECT, PROTOCOL, STREAM_BROKEN, TIMEOUT, TOO_LARGE, ProviderError, kind_for_status
@@ -75,7 +76,7 @@ async def send(
     try:
         async with asyncio.timeout(timeouts.first_byte_seconds):
             resp = await client.session.post(
-                url, data=json.dumps(body).encode(), headers={**headers, "Content-Type": "application/json"},
+                url, data=jsonio.dumps(body), headers={**headers, "Content-Type": "application/json"},
                 timeout=_timeout(timeouts), allow_redirects=False,
             )
     except TimeoutError:
@@ -100,7 +101,7 @@ async def _raise_status(provider: str, resp: aiohttp.ClientResponse) -> None:
     try:
         async with asyncio.timeout(5):
             raw = await resp.content.read(64 * 1024)
-        body = json.loads(raw) if raw else None
+        body = jsonio.loads(raw) if raw else None
     except Exception:
         body = None
     finally:
@@ -146,7 +147,7 @@ async def read_json(provider: str, resp: aiohttp.ClientResponse, timeouts: Timeo
     finally:
         resp.release()
     try:
-        return json.loads(b"".join(chunks))
+        return jsonio.loads(b"".join(chunks))
     except ValueError:
         raise ProviderError(provider, PROTOCOL, "response body is not valid JSON") from None
 
