@@ -10,7 +10,9 @@ one provider, memory breaker store and ledger, telemetry off) and this load gene
 The same client sends the same request to the provider directly and through the gateway;
 "added" is the difference of the two latency distributions at the same percentile.
 The non-streamed client is a minimal keep-alive HTTP/1.1 client (asyncio streams), so the
-generator costs as little CPU as possible; streams use aiohttp.
+generator costs as little CPU as possible; streams use aiohttp. Streams at concurrency 32 run
+twice: a burst (all 32 start together) and steady (starts spread over one stream's duration;
+see `run_streams`).
 """
 
 from __future__ import annotations
@@ -118,30 +120,42 @@ async def run_load(url: str, path: str, body: bytes, headers: dict[str, str], co
 
 
 async def run_streams(url: str, path: str, payload: dict, headers: dict[str, str], concurrency: int,
-                      total: int) -> dict:
+                      total: int, steady: bool = False) -> dict:
+    """`total` streams over `concurrency` connections, each worker running its share in turn.
+
+    Burst (the default): every worker starts at once, so the first streams queue behind each
+    other's set-up. Steady: the workers' first starts are spread evenly over one stream's
+    duration (measured by the warm-up stream), so `concurrency` streams are in flight at
+    different stages, as in a service under constant load.
+    """
     import aiohttp
 
     ttfts, totals = [], []
     errors = 0
-    sem = asyncio.Semaphore(concurrency)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         async def one() -> None:
             nonlocal errors
-            async with sem:
-                t0 = time.perf_counter()
-                first = None
-                async with session.post(url + path, json=payload, headers=headers) as resp:
-                    if resp.status != 200:
-                        errors += 1
-                    async for line in resp.content:
-                        if first is None and b'"content":"' in line and b'"content":""' not in line:
-                            first = time.perf_counter()
-                totals.append(time.perf_counter() - t0)
-                ttfts.append((first or time.perf_counter()) - t0)
+            t0 = time.perf_counter()
+            first = None
+            async with session.post(url + path, json=payload, headers=headers) as resp:
+                if resp.status != 200:
+                    errors += 1
+                async for line in resp.content:
+                    if first is None and b'"content":"' in line and b'"content":""' not in line:
+                        first = time.perf_counter()
+            totals.append(time.perf_counter() - t0)
+            ttfts.append((first or time.perf_counter()) - t0)
+
+        async def worker(k: int, count: int, spread: float) -> None:
+            await asyncio.sleep(spread * k / concurrency)
+            for _ in range(count):
+                await one()
 
         await one()  # warm-up
+        spread = totals[0] if steady else 0.0
         ttfts.clear(), totals.clear()
-        await asyncio.gather(*(one() for _ in range(total)))
+        counts = [total // concurrency + (k < total % concurrency) for k in range(concurrency)]
+        await asyncio.gather(*(worker(k, c, spread) for k, c in enumerate(counts)))
     return {"n": len(ttfts), "errors": errors, "ttft_p50_ms": pct(ttfts, 50) * 1000, "ttft_p99_ms": pct(ttfts, 99) * 1000,
             "total_p50_ms": pct(totals, 50) * 1000, "total_p99_ms": pct(totals, 99) * 1000}
 
@@ -193,15 +207,17 @@ def main() -> None:
             payload = {"model": "bench-model", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
             gw_payload = {**payload, "model": "auto"}
             paced = args.chunk_interval > 0
-            sizes = ((1, 10 if paced else 30), (32, 32 if paced else 96)) if args.quick else \
-                    ((1, 60 if paced else 100), (32, 64 if paced else 320))
-            for conc, n in sizes:
-                d = asyncio.run(run_streams(direct[0], direct[1], payload, direct[2], conc, n))
-                g = asyncio.run(run_streams(gateway[0], gateway[1], gw_payload, gateway[2], conc, n))
-                for label, r in (("direct ", d), ("gateway", g)):
-                    print(f"concurrency {conc:>2}: {label} n={r['n']:>4} TTFT p50 {r['ttft_p50_ms']:.2f} ms p99 {r['ttft_p99_ms']:.2f} ms"
+            runs = [(1, 10 if paced else 30, False), (32, 32 if paced else 96, False), (32, 64 if paced else 96, True)] \
+                if args.quick else \
+                [(1, 60 if paced else 100, False), (32, 64 if paced else 320, False), (32, 192 if paced else 320, True)]
+            for conc, n, steady in runs:
+                label = f"{conc:>2}" + (" steady" if steady else " burst " if conc > 1 else "")
+                d = asyncio.run(run_streams(direct[0], direct[1], payload, direct[2], conc, n, steady))
+                g = asyncio.run(run_streams(gateway[0], gateway[1], gw_payload, gateway[2], conc, n, steady))
+                for name, r in (("direct ", d), ("gateway", g)):
+                    print(f"concurrency {label}: {name} n={r['n']:>4} TTFT p50 {r['ttft_p50_ms']:.2f} ms p99 {r['ttft_p99_ms']:.2f} ms"
                           f"  total p50 {r['total_p50_ms']:.2f} ms p99 {r['total_p99_ms']:.2f} ms  errors {r['errors']}")
-                print(f"concurrency {conc:>2}: added   TTFT p50 {g['ttft_p50_ms'] - d['ttft_p50_ms']:.2f} ms"
+                print(f"concurrency {label}: added   TTFT p50 {g['ttft_p50_ms'] - d['ttft_p50_ms']:.2f} ms"
                       f"  total p50 {g['total_p50_ms'] - d['total_p50_ms']:.2f} ms")
     finally:
         stop()
