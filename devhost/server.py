@@ -74,6 +74,7 @@ def make_config(asgi: Any) -> uvicorn.Config:
         access_log=False,
         log_config=None,  # leave logging to whoever runs us
         server_header=False,
+        proxy_headers=False,  # nothing here reads X-Forwarded-*; saves a middleware per request
         workers=1,
         backlog=2048,
         timeout_keep_alive=5,

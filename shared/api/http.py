@@ -75,7 +75,7 @@ async def chat_completions(req: Request, gateway: Gateway) -> Response:
         return json_response(completion, 200, route_headers(completion.get("route")))
     routed = await gateway.router.open_stream(request)
     headers = {**route_headers(routed.route()), **SSE_HEADERS}
-    return StreamingResponse(sse_stream(routed, routed.aclose), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(sse_stream(routed.batches(), routed.aclose), media_type="text/event-stream", headers=headers)
 
 
 @_endpoint

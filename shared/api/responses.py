@@ -70,12 +70,13 @@ def sse_event(obj: Any) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
-async def sse_stream(chunks: AsyncIterator[dict[str, Any]], on_close) -> AsyncIterator[bytes]:
-    """Frame chunks as SSE; an interrupted stream ends with an error event, then [DONE]."""
+async def sse_stream(batches: AsyncIterator[list[Any]], on_close) -> AsyncIterator[bytes]:
+    """Frame chunks as SSE, one write per batch; an interrupted stream ends with an error
+    event, then [DONE]."""
     try:
         try:
-            async for chunk in chunks:
-                yield sse_event(chunk)
+            async for batch in batches:
+                yield sse_event(batch[0]) if len(batch) == 1 else b"".join(map(sse_event, batch))
         except GatewayError as err:
             yield sse_event(err.body())
         yield SSE_DONE

@@ -7,6 +7,7 @@ and yields stream lines as they arrive (no buffering beyond one network read).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from typing import Any, AsyncIterator, Mapping
@@ -57,6 +58,7 @@ class HttpClient:
         self._session = None
 
 
+@functools.cache
 def _timeout(t: Timeouts) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, connect=t.connect_seconds, sock_connect=t.connect_seconds)
 

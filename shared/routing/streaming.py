@@ -68,13 +68,23 @@ class RoutedStream:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[Chunk]:
+        batches = self.batches()
+        try:
+            async for batch in batches:
+                for chunk in batch:
+                    yield chunk
+        finally:
+            await batches.aclose()
+
+    async def batches(self) -> AsyncIterator[list[Chunk]]:
+        """The chunks in the groups they became available: first everything read before the
+        commit (so it can leave in one write), then one chunk at a time as it arrives."""
         outcome = "cancelled"
         try:
-            for chunk in self._buffered:
-                out = self._see(chunk)
-                if out is not None:
-                    yield out
+            first = [out for out in map(self._see, self._buffered) if out is not None]
             self._buffered = []
+            if first:
+                yield first
             while not self._exhausted:
                 try:
                     chunk = await anext(self._upstream)
@@ -82,11 +92,11 @@ class RoutedStream:
                     break
                 out = self._see(chunk)
                 if out is not None:
-                    yield out
+                    yield [out]
             outcome = "ok"
             final = self._final_usage_chunk()
             if final is not None:
-                yield final
+                yield [final]
         except ProviderError as err:
             outcome = "failed"
             await self.router.breakers.record(self._admission, ok=False, failure_class=failure_class(err))
