@@ -1,17 +1,20 @@
 """The floor under the gateway benchmark: a bare pass-through proxy on the same stack.
 
-    .venv/bin/python bench/bench_floor.py
+    .venv/bin/python bench/bench_floor.py                                      # non-streamed
+    .venv/bin/python bench/bench_floor.py --mode stream --chunk-interval 0.005  # 200-chunk streams
 
 A raw ASGI app (no Starlette, no routing, no validation, no breakers, no telemetry) that
 forwards the request body to the fake provider with the shared aiohttp session and returns
 the provider's bytes, served by uvicorn (uvloop, httptools) exactly as the local host
 serves the gateway. Whatever this proxy cannot reach, the gateway cannot either: it is the
 cost of one inbound HTTP request plus one outbound aiohttp call in Python on this machine,
-with the fake provider and the load generator on the same cores.
+with the fake provider and the load generator on the same cores. Streams are passed through
+as the network delivers them, with no parsing at all.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import socket
@@ -23,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_gateway import PROMPT, run_load, start_fake  # noqa: E402
+from bench.bench_gateway import PROMPT, run_load, run_streams, start_fake, stream_runs  # noqa: E402
 
 PROXY = r'''
 import os, aiohttp, uvicorn
@@ -43,6 +46,13 @@ async def app(scope, receive, send):
         more = msg.get("more_body", False)
     async with session.post(UPSTREAM, data=body, headers={"Authorization": "Bearer bench-key",
                                                         "Content-Type": "application/json"}) as r:
+        if r.content_type == "text/event-stream":
+            await send({"type": "http.response.start", "status": r.status,
+                        "headers": [(b"content-type", b"text/event-stream")]})
+            async for data in r.content.iter_any():
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
         data = await r.read()
     await send({"type": "http.response.start", "status": r.status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
@@ -59,7 +69,14 @@ def free_port() -> int:
 
 
 def main() -> None:
-    fake, fake_url = start_fake(5, None)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mode", choices=["latency", "stream"], default="latency")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--chunk-interval", type=float, default=0.0)
+    args = ap.parse_args()
+    stream = args.mode == "stream"
+    fake, fake_url = start_fake(200 if stream else 5, " ".join(f"w{i}" for i in range(200)) if stream else None,
+                                args.chunk_interval)
     port = free_port()
     proxy = subprocess.Popen([sys.executable, "-c", PROXY], cwd=ROOT,
                              env={"UPSTREAM": fake_url + "/chat/completions", "PORT": str(port), "PATH": "/usr/bin:/bin"})
@@ -71,13 +88,27 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.05)
-        body = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": PROMPT}]}).encode()
+        payload = {"model": "bench-model", "messages": [{"role": "user", "content": PROMPT}]}
+        body = json.dumps(payload).encode()
         direct_path = "/" + fake_url.split("127.0.0.1:", 1)[1].split("/", 1)[1] + "/chat/completions"
         base = fake_url.rsplit("/v1", 1)[0]
-        print("# bench_floor: bare uvicorn + aiohttp pass-through proxy (no gateway logic)")
+        print(f"# bench_floor --mode {args.mode} --chunk-interval {args.chunk_interval}: "
+              "bare uvicorn + aiohttp pass-through proxy (no gateway logic)")
         import psutil
 
         proc = psutil.Process(proxy.pid)
+        if stream:
+            payload["stream"] = True
+            for conc, n, steady, label in stream_runs(args.chunk_interval > 0, args.quick):
+                d = asyncio.run(run_streams(base, direct_path, payload, {"Authorization": "Bearer bench-key"}, conc, n, steady))
+                cpu0 = sum(proc.cpu_times()[:2])
+                p = asyncio.run(run_streams(f"http://127.0.0.1:{port}", "/", payload, {}, conc, n, steady))
+                cpu_ms = (sum(proc.cpu_times()[:2]) - cpu0) * 1000 / (p["n"] + 1)
+                print(f"concurrency {label}: direct n={d['n']:>4} TTFT p50 {d['ttft_p50_ms']:.2f} ms")
+                print(f"concurrency {label}: proxy  n={p['n']:>4} TTFT p50 {p['ttft_p50_ms']:.2f} ms p99 {p['ttft_p99_ms']:.2f} ms  errors {p['errors']}")
+                print(f"concurrency {label}: added  TTFT p50 {p['ttft_p50_ms'] - d['ttft_p50_ms']:.2f} ms"
+                      f"  (proxy process CPU {cpu_ms:.2f} ms per stream)")
+            return
         for conc, n in ((1, 3000), (32, 20000)):
             d = asyncio.run(run_load(base, direct_path, body, {"Authorization": "Bearer bench-key"}, conc, n, 20))
             cpu0 = sum(proc.cpu_times()[:2])

@@ -160,6 +160,15 @@ async def run_streams(url: str, path: str, payload: dict, headers: dict[str, str
             "total_p50_ms": pct(totals, 50) * 1000, "total_p99_ms": pct(totals, 99) * 1000}
 
 
+def stream_runs(paced: bool, quick: bool) -> list[tuple[int, int, bool, str]]:
+    """(concurrency, streams, steady, label) for the stream benchmarks."""
+    if quick:
+        runs = [(1, 10 if paced else 30, False), (32, 32 if paced else 96, False), (32, 64 if paced else 96, True)]
+    else:
+        runs = [(1, 60 if paced else 100, False), (32, 64 if paced else 320, False), (32, 192 if paced else 320, True)]
+    return [(c, n, steady, f"{c:>2}" + (" steady" if steady else " burst " if c > 1 else "")) for c, n, steady in runs]
+
+
 def gateway_env(fake_url: str) -> dict[str, str | None]:
     cfg = {
         "providers": {"bench": {"kind": "openai", "endpoint": fake_url, "model": "bench-model",
@@ -206,19 +215,19 @@ def main() -> None:
         else:
             payload = {"model": "bench-model", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
             gw_payload = {**payload, "model": "auto"}
-            paced = args.chunk_interval > 0
-            runs = [(1, 10 if paced else 30, False), (32, 32 if paced else 96, False), (32, 64 if paced else 96, True)] \
-                if args.quick else \
-                [(1, 60 if paced else 100, False), (32, 64 if paced else 320, False), (32, 192 if paced else 320, True)]
-            for conc, n, steady in runs:
-                label = f"{conc:>2}" + (" steady" if steady else " burst " if conc > 1 else "")
+            import psutil
+
+            gw_proc = psutil.Process(stop.proc.pid)
+            for conc, n, steady, label in stream_runs(args.chunk_interval > 0, args.quick):
                 d = asyncio.run(run_streams(direct[0], direct[1], payload, direct[2], conc, n, steady))
+                cpu0 = sum(gw_proc.cpu_times()[:2])
                 g = asyncio.run(run_streams(gateway[0], gateway[1], gw_payload, gateway[2], conc, n, steady))
+                cpu_ms = (sum(gw_proc.cpu_times()[:2]) - cpu0) * 1000 / (g["n"] + 1)
                 for name, r in (("direct ", d), ("gateway", g)):
                     print(f"concurrency {label}: {name} n={r['n']:>4} TTFT p50 {r['ttft_p50_ms']:.2f} ms p99 {r['ttft_p99_ms']:.2f} ms"
                           f"  total p50 {r['total_p50_ms']:.2f} ms p99 {r['total_p99_ms']:.2f} ms  errors {r['errors']}")
                 print(f"concurrency {label}: added   TTFT p50 {g['ttft_p50_ms'] - d['ttft_p50_ms']:.2f} ms"
-                      f"  total p50 {g['total_p50_ms'] - d['total_p50_ms']:.2f} ms")
+                      f"  total p50 {g['total_p50_ms'] - d['total_p50_ms']:.2f} ms  (gateway process CPU {cpu_ms:.2f} ms per stream)")
     finally:
         stop()
         fake.terminate()
