@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 
 import pytest
 
@@ -282,6 +284,26 @@ async def test_stream_broken_after_commit_raises_interrupted(gateway, fakes):
     assert text_of(got)  # the partial answer arrived before the error
     breaker = {b["provider"]: b for b in await gateway.breakers.status()}["cheap"]
     assert breaker["failures"] + breaker.get("pending_failures", 0) >= 1 or breaker["consecutive_failures"] >= 1
+
+
+async def test_a_slow_caller_is_not_a_stalled_provider(fakes):
+    cheap = fakes[0]
+    gw = make_gateway({"providers": {"cheap": openai_provider(cheap, "mini", timeouts={"stream_idle_seconds": 0.2})},
+                       "routes": {"default": {"candidates": ["cheap"]}}}, env_for(cheap))
+    cheap.chunk_interval = 0.05  # chunks arrive one by one, each well within the idle timeout
+    try:
+        routed = await gw.router.open_stream(ask(stream=True))
+        texts = []
+        async for chunk in routed:
+            texts.extend((c.get("delta") or {}).get("content") or "" for c in chunk["choices"])
+            if len(texts) == 2:
+                await asyncio.sleep(0.5)  # the caller dawdles well past the provider's idle timeout
+        await routed.aclose()
+        whole = await gw.router.complete(ask())
+        assert "".join(texts) == whole["choices"][0]["message"]["content"]
+        assert [a.outcome for a in routed.attempts] == ["ok"]
+    finally:
+        await gw.close()
 
 
 async def test_stream_stall_after_commit_is_an_error(fakes):

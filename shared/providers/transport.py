@@ -154,6 +154,38 @@ async def read_json(provider: str, resp: aiohttp.ClientResponse, timeouts: Timeo
         raise ProviderError(provider, PROTOCOL, "response body is not valid JSON") from None
 
 
+class _IdleWatch:
+    """Ends a stream whose provider has been silent for `idle` seconds while we wait for it.
+
+    One timer per stream, re-armed only when it comes due early, instead of a timer scope
+    around every network read (which cost a timer start and stop per chunk). Only time spent
+    waiting for the provider counts: while the caller is slow to take a chunk, it does not.
+    When it fires, it closes the response, which wakes the pending read.
+    """
+
+    __slots__ = ("last", "reading", "fired", "_loop", "_idle", "_resp", "_handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, idle: float, resp: aiohttp.ClientResponse) -> None:
+        self._loop, self._idle, self._resp = loop, idle, resp
+        self.last = loop.time()
+        self.reading = False
+        self.fired = False
+        self._handle = loop.call_at(self.last + idle, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if not self.reading:
+            self._handle = self._loop.call_at(now + self._idle, self._check)
+        elif now + 0.001 >= self.last + self._idle:
+            self.fired = True
+            self._resp.close()
+        else:
+            self._handle = self._loop.call_at(self.last + self._idle, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 async def iter_lines(
     provider: str, resp: aiohttp.ClientResponse, idle_seconds: float, max_bytes: int
 ) -> AsyncIterator[bytes]:
@@ -166,15 +198,23 @@ async def iter_lines(
     size = 0
     content = resp.content
     finished = False
+    loop = asyncio.get_running_loop()
+    clock = loop.time
+    watch = _IdleWatch(loop, idle_seconds, resp)
+    stalled = f"stream stalled: no data for {idle_seconds:g}s"
     try:
         while True:
+            watch.last = clock()
+            watch.reading = True
             try:
-                async with asyncio.timeout(idle_seconds):
-                    data = await content.readany()
-            except TimeoutError:
-                raise ProviderError(provider, TIMEOUT, f"stream stalled: no data for {idle_seconds:g}s") from None
+                data = await content.readany()
             except aiohttp.ClientError as exc:
+                if watch.fired:
+                    raise ProviderError(provider, TIMEOUT, stalled) from None
                 raise ProviderError(provider, STREAM_BROKEN, f"stream broke ({type(exc).__name__})") from None
+            watch.reading = False
+            if watch.fired:
+                raise ProviderError(provider, TIMEOUT, stalled)
             if not data:
                 finished = True
                 if buffer.strip():
@@ -190,6 +230,7 @@ async def iter_lines(
             for line in lines:
                 yield line.rstrip(b"\r")
     finally:
+        watch.cancel()
         # A stream read to its end goes back to the pool; an abandoned one is closed,
         # which cancels the upstream request at once.
         resp.release() if finished else resp.close()
