@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_gateway import PROMPT, run_load, run_streams, start_fake, stream_runs  # noqa: E402
+from bench.bench_gateway import PROMPT, run_load, run_streams, run_with_cpu, start_fake, stream_runs  # noqa: E402
 
 PROXY = r'''
 import os, aiohttp, uvicorn
@@ -94,26 +94,21 @@ def main() -> None:
         base = fake_url.rsplit("/v1", 1)[0]
         print(f"# bench_floor --mode {args.mode} --chunk-interval {args.chunk_interval}: "
               "bare uvicorn + aiohttp pass-through proxy (no gateway logic)")
-        import psutil
-
-        proc = psutil.Process(proxy.pid)
         if stream:
             payload["stream"] = True
             for conc, n, steady, label in stream_runs(args.chunk_interval > 0, args.quick):
                 d = asyncio.run(run_streams(base, direct_path, payload, {"Authorization": "Bearer bench-key"}, conc, n, steady))
-                cpu0 = sum(proc.cpu_times()[:2])
-                p = asyncio.run(run_streams(f"http://127.0.0.1:{port}", "/", payload, {}, conc, n, steady))
-                cpu_ms = (sum(proc.cpu_times()[:2]) - cpu0) * 1000 / (p["n"] + 1)
+                p, cpu = run_with_cpu(proxy.pid, run_streams(f"http://127.0.0.1:{port}", "/", payload, {}, conc, n, steady))
+                cpu_ms = cpu * 1000 / (p["n"] + 1)  # + the warm-up stream
                 print(f"concurrency {label}: direct n={d['n']:>4} TTFT p50 {d['ttft_p50_ms']:.2f} ms")
                 print(f"concurrency {label}: proxy  n={p['n']:>4} TTFT p50 {p['ttft_p50_ms']:.2f} ms p99 {p['ttft_p99_ms']:.2f} ms  errors {p['errors']}")
                 print(f"concurrency {label}: added  TTFT p50 {p['ttft_p50_ms'] - d['ttft_p50_ms']:.2f} ms"
                       f"  (proxy process CPU {cpu_ms:.2f} ms per stream)")
             return
-        for conc, n in ((1, 3000), (32, 20000)):
+        for conc, n in ((1, 500), (32, 3000)) if args.quick else ((1, 3000), (32, 20000)):
             d = asyncio.run(run_load(base, direct_path, body, {"Authorization": "Bearer bench-key"}, conc, n, 20))
-            cpu0 = sum(proc.cpu_times()[:2])
-            p = asyncio.run(run_load(f"http://127.0.0.1:{port}", "/", body, {}, conc, n, 20))
-            cpu_ms = (sum(proc.cpu_times()[:2]) - cpu0) * 1000 / max(1, p["n"] + conc)
+            p, cpu = run_with_cpu(proxy.pid, run_load(f"http://127.0.0.1:{port}", "/", body, {}, conc, n, 20))
+            cpu_ms = cpu * 1000 / max(1, p["n"] + conc)
             print(f"concurrency {conc:>2}: direct n={d['n']:>6} p50 {d['p50_ms']:.3f} ms  {d['rps']:.0f} req/s")
             print(f"concurrency {conc:>2}: proxy  n={p['n']:>6} p50 {p['p50_ms']:.3f} ms  p99 {p['p99_ms']:.3f} ms  {p['rps']:.0f} req/s  errors {p['errors']}")
             print(f"concurrency {conc:>2}: added  p50 {p['p50_ms'] - d['p50_ms']:.3f} ms  (proxy process CPU {cpu_ms:.3f} ms per request)")

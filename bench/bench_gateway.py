@@ -160,6 +160,16 @@ async def run_streams(url: str, path: str, payload: dict, headers: dict[str, str
             "total_p50_ms": pct(totals, 50) * 1000, "total_p99_ms": pct(totals, 99) * 1000}
 
 
+def run_with_cpu(pid: int, coro) -> tuple[dict, float]:
+    """`asyncio.run(coro)`, and the CPU seconds (user + system) process `pid` spent meanwhile."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    before = sum(proc.cpu_times()[:2])
+    result = asyncio.run(coro)
+    return result, sum(proc.cpu_times()[:2]) - before
+
+
 def stream_runs(paced: bool, quick: bool) -> list[tuple[int, int, bool, str]]:
     """(concurrency, streams, steady, label) for the stream benchmarks."""
     if quick:
@@ -200,14 +210,10 @@ def main() -> None:
             body = json.dumps({"model": "bench-model" , "messages": [{"role": "user", "content": PROMPT}]}).encode()
             gw_body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": PROMPT}]}).encode()
             n1, n32, secs = (500, 3000, 10) if args.quick else (3000, 20000, 20)
-            import psutil
-
-            gw_proc = psutil.Process(stop.proc.pid)
             for conc, n in ((1, n1), (32, n32)):
                 d = asyncio.run(run_load(direct[0], direct[1], body, direct[2], conc, n, secs))
-                cpu0 = sum(gw_proc.cpu_times()[:2])
-                g = asyncio.run(run_load(gateway[0], gateway[1], gw_body, gateway[2], conc, n, secs))
-                cpu_ms = (sum(gw_proc.cpu_times()[:2]) - cpu0) * 1000 / max(1, g["n"] + conc)
+                g, cpu = run_with_cpu(stop.proc.pid, run_load(gateway[0], gateway[1], gw_body, gateway[2], conc, n, secs))
+                cpu_ms = cpu * 1000 / max(1, g["n"] + conc)
                 print(f"concurrency {conc:>2}: direct  n={d['n']:>6} p50 {d['p50_ms']:.3f} ms  p99 {d['p99_ms']:.3f} ms  {d['rps']:.0f} req/s  errors {d['errors']}")
                 print(f"concurrency {conc:>2}: gateway n={g['n']:>6} p50 {g['p50_ms']:.3f} ms  p99 {g['p99_ms']:.3f} ms  {g['rps']:.0f} req/s  errors {g['errors']}")
                 print(f"concurrency {conc:>2}: added   p50 {g['p50_ms'] - d['p50_ms']:.3f} ms  p99 {g['p99_ms'] - d['p99_ms']:.3f} ms"
@@ -215,14 +221,10 @@ def main() -> None:
         else:
             payload = {"model": "bench-model", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
             gw_payload = {**payload, "model": "auto"}
-            import psutil
-
-            gw_proc = psutil.Process(stop.proc.pid)
             for conc, n, steady, label in stream_runs(args.chunk_interval > 0, args.quick):
                 d = asyncio.run(run_streams(direct[0], direct[1], payload, direct[2], conc, n, steady))
-                cpu0 = sum(gw_proc.cpu_times()[:2])
-                g = asyncio.run(run_streams(gateway[0], gateway[1], gw_payload, gateway[2], conc, n, steady))
-                cpu_ms = (sum(gw_proc.cpu_times()[:2]) - cpu0) * 1000 / (g["n"] + 1)
+                g, cpu = run_with_cpu(stop.proc.pid, run_streams(gateway[0], gateway[1], gw_payload, gateway[2], conc, n, steady))
+                cpu_ms = cpu * 1000 / (g["n"] + 1)  # + the warm-up stream
                 for name, r in (("direct ", d), ("gateway", g)):
                     print(f"concurrency {label}: {name} n={r['n']:>4} TTFT p50 {r['ttft_p50_ms']:.2f} ms p99 {r['ttft_p99_ms']:.2f} ms"
                           f"  total p50 {r['total_p50_ms']:.2f} ms p99 {r['total_p99_ms']:.2f} ms  errors {r['errors']}")

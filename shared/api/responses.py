@@ -76,7 +76,7 @@ async def sse_stream(batches: AsyncIterator[list[Any]], on_close) -> AsyncIterat
     try:
         try:
             async for batch in batches:
-                yield sse_event(batch[0]) if len(batch) == 1 else b"".join(map(sse_event, batch))
+                yield b"".join(map(sse_event, batch))
         except GatewayError as err:
             yield sse_event(err.body())
         yield SSE_DONE
