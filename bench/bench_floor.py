@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_floor.py                                      # non-streamed
     .venv/bin/python bench/bench_floor.py --mode stream --chunk-interval 0.005  # 200-chunk streams
+    .venv/bin/python bench/bench_floor.py --quick                              # shorter runs
 
 A raw ASGI app (no Starlette, no routing, no validation, no breakers, no telemetry) that
 forwards the request body to the fake provider with the shared aiohttp session and returns
