@@ -11,7 +11,9 @@ A text becomes a set of hashable keys:
 * single-character markers (``int``, the byte value): ``? : ' ( $ " = % + / * ;``;
 * structural features spelled ``b"#..."``: the first word, length and digit-count buckets,
   layout and code markers (``def ``, an indented or a list line, a blank line), non-Latin
-  script, a language name and "into <language>", a text ending with a question mark.
+  script, a language name and "into <language>", a programming language or programming
+  term (``#programming``: pools the evidence of words each too rare in training data to carry
+  weight on its own), a text ending with a question mark.
 
 Word stems of task verbs (``STEMS``) are not searched here: the trainer ties each stem to
 the vocabulary words containing it and folds its weights into theirs (``word_stems``).
@@ -71,6 +73,19 @@ _LANGUAGES = frozenset(
         b"ukrainian romanian hungarian persian farsi swahili latin"
     ).split()
 )
+# Programming languages and the everyday vocabulary of programming, written from general
+# knowledge (not from the labelled prompts). Words that are common English on their own
+# ("go", "c", "r", "class", "list", "string") are left out.
+_PROGRAMMING = frozenset(
+    (
+        b"python javascript java typescript c++ c# golang rust ruby php kotlin swift scala perl "
+        b"haskell sql html css bash shell powershell regex regular expression json yaml api "
+        b"algorithm algorithms recursion recursive array arrays integer integers linked stack "
+        b"stacks queue queues tree binary hash function functions method methods variable "
+        b"variables program programs programming script compile compiler debug bug code coding "
+        b"loop"
+    ).split()
+)
 _LANG_PREPOSITIONS = frozenset((b"into", b"to", b"in", b"from", b"the"))
 _LEN_EDGES = (40, 120, 400, 1500)
 _LEN_KEYS = tuple(b"#len%d" % i for i in range(len(_LEN_EDGES) + 1))
@@ -124,6 +139,8 @@ def features(text: str, length: int | None = None) -> set[Hashable]:
         feats.update([key for marker, key in _LAYOUT if find(marker) >= 0])
     if nonlatin:
         feats.add(b"#nonlatin")
+    if not _PROGRAMMING.isdisjoint(toks):
+        feats.add(b"#programming")
     if not _LANGUAGES.isdisjoint(toks):
         feats.add(b"#language")
         if _into_language(toks, _LANGUAGES.intersection(toks)):
