@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 
 import pytest
@@ -403,3 +404,56 @@ async def test_fields_a_provider_cannot_honour_are_reported_not_dropped_silently
     passed = await gateway.router.complete(ask(model="cheap", params={"tools": [{"type": "function"}]}))
     assert "ignored_params" not in passed["route"]  # OpenAI kinds receive every field
     assert fakes[0].chat_calls[-1].body["tools"] == [{"type": "function"}]
+
+
+async def test_sse_with_crlf_line_endings_split_across_reads_streams_whole():
+    """Events framed with CRLF, a CR and its LF in different reads, several events in one
+    read, an event split mid-JSON: the chunks come out whole and in order."""
+    from aiohttp import web
+
+    def event(text: str | None, finish=None, usage=None) -> bytes:
+        delta = {} if text is None else {"content": text}
+        body = {"id": "c1", "object": "chat.completion.chunk", "model": "m",
+                "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        if usage:
+            body["usage"] = usage
+        return b"data: " + json.dumps(body).encode()
+
+    pieces = [
+        event("Hel") + b"\r",
+        b"\n\r\n" + event("lo") + b"\r\n\r\n" + event(", wor"),
+        b"\r\n\r\n" + event("ld") + b"\r\n",
+        b"\r\n" + event(None, "stop") + b"\r\n\r\n" + event(None, usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}),
+        b"\r\n\r\ndata: [DONE]\r\n\r\n",
+    ]
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece in pieces:
+            await resp.write(piece)
+            await asyncio.sleep(0.01)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    doc = {"providers": {"raw": {"kind": "openai", "endpoint": f"http://127.0.0.1:{port}/v1", "model": "m",
+                                 "api_key_secret": "raw-key", "price": {"input_per_1k": 0.001, "output_per_1k": 0.002}}},
+           "routes": {"default": {"candidates": ["raw"]}}}
+    gw = make_gateway(doc, {"RAW_KEY": "k"})
+    await gw.start()
+    try:
+        chunks = [c async for c in gw.router.stream(ask(stream=True, include_usage=True))]
+    finally:
+        await gw.close()
+        await runner.cleanup()
+    text = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c.get("choices"))
+    assert text == "Hello, world"
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")][-1] == "stop"
+    assert chunks[-1]["usage"]["completion_tokens"] == 4

@@ -34,7 +34,8 @@ class HttpChatProvider:
     def parse_completion(self, body: Any) -> Completion:
         raise NotImplementedError
 
-    def stream_chunks(self, lines: AsyncIterator[bytes]) -> AsyncIterator[Chunk]:
+    def stream_chunks(self, batches: AsyncIterator[list[bytes]]) -> AsyncIterator[Chunk]:
+        """Chunks from the body's lines, which arrive as a list per network read."""
         raise NotImplementedError
 
     # -- ChatProvider --------------------------------------------------------
@@ -47,7 +48,7 @@ class HttpChatProvider:
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         headers = await self.auth.headers()
         resp = await transport.send(self.http, self.name, self.url(True), headers, self.payload(request, True), self.config.timeouts)
-        lines = transport.iter_lines(self.name, resp, self.config.timeouts.stream_idle_seconds, self.max_response_bytes)
+        lines = transport.iter_line_batches(self.name, resp, self.config.timeouts.stream_idle_seconds, self.max_response_bytes)
         chunks = self.stream_chunks(lines)
         try:
             async for chunk in chunks:

@@ -119,34 +119,35 @@ class OllamaProvider(HttpChatProvider):
             "usage": _usage(body),
         }
 
-    async def stream_chunks(self, lines: AsyncIterator[bytes]) -> AsyncIterator[Chunk]:
+    async def stream_chunks(self, batches: AsyncIterator[list[bytes]]) -> AsyncIterator[Chunk]:
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": self.config.model}
         first = True
-        async for line in lines:
-            if not line.strip():
-                continue
-            try:
-                obj = jsonio.loads(line)
-            except ValueError:
-                raise ProviderError(self.name, PROTOCOL, "malformed stream line (not JSON)") from None
-            if not isinstance(obj, dict):
-                raise ProviderError(self.name, PROTOCOL, "malformed stream line (not an object)")
-            if "error" in obj:
-                raise _error(self.name, obj)
-            delta: dict[str, Any] = {}
-            if first:
-                delta["role"] = "assistant"
-                first = False
-            text = (obj.get("message") or {}).get("content") or ""
-            if text:
-                delta["content"] = text
-            if obj.get("done"):
+        async for lines in batches:
+            for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    obj = jsonio.loads(line)
+                except ValueError:
+                    raise ProviderError(self.name, PROTOCOL, "malformed stream line (not JSON)") from None
+                if not isinstance(obj, dict):
+                    raise ProviderError(self.name, PROTOCOL, "malformed stream line (not an object)")
+                if "error" in obj:
+                    raise _error(self.name, obj)
+                delta: dict[str, Any] = {}
+                if first:
+                    delta["role"] = "assistant"
+                    first = False
+                text = (obj.get("message") or {}).get("content") or ""
+                if text:
+                    delta["content"] = text
+                if obj.get("done"):
+                    if delta:
+                        yield {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                    yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": _finish(obj.get("done_reason"))}]}
+                    yield {**base, "choices": [], "usage": _usage(obj)}
+                    return
                 if delta:
                     yield {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-                yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": _finish(obj.get("done_reason"))}]}
-                yield {**base, "choices": [], "usage": _usage(obj)}
-                return
-            if delta:
-                yield {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
         raise ProviderError(self.name, STREAM_BROKEN, "stream ended before done")

@@ -22,16 +22,18 @@ class OpenAICompatibleProvider(HttpChatProvider):
     def parse_completion(self, body: Any) -> Completion:
         return check_completion(self.name, body)
 
-    async def stream_chunks(self, lines: AsyncIterator[bytes]) -> AsyncIterator[Chunk]:
-        async for line in lines:
-            event = parse_sse_line(self.name, line)
-            if event is None:
-                continue
-            if event is DONE:
-                return
-            chunk = normalize_chunk(event)  # type: ignore[arg-type]
-            if chunk is not None:
-                yield chunk
+    async def stream_chunks(self, batches: AsyncIterator[list[bytes]]) -> AsyncIterator[Chunk]:
+        name = self.name
+        async for lines in batches:
+            for line in lines:
+                event = parse_sse_line(name, line)
+                if event is None:
+                    continue
+                if event is DONE:
+                    return
+                chunk = normalize_chunk(event)  # type: ignore[arg-type]
+                if chunk is not None:
+                    yield chunk
         raise ProviderError(self.name, STREAM_BROKEN, "stream ended without [DONE]")
 
 

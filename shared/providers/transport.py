@@ -186,10 +186,13 @@ class _IdleWatch:
         self._handle.cancel()
 
 
-async def iter_lines(
+async def iter_line_batches(
     provider: str, resp: aiohttp.ClientResponse, idle_seconds: float, max_bytes: int
-) -> AsyncIterator[bytes]:
-    """Yield the body's lines (without line endings) as each network read delivers them.
+) -> AsyncIterator[list[bytes]]:
+    """Yield the body's lines (without line endings), as a list per network read: the lines
+    each read completes, as soon as it delivers them. (A list per read, not a line at a time:
+    an SSE event is two lines, and every item a generator hands up costs a resume in each
+    layer above it.)
 
     A silence longer than `idle_seconds` or a body over `max_bytes` ends the stream
     with a `ProviderError`. The response is released when the iterator is closed.
@@ -218,7 +221,7 @@ async def iter_lines(
             if not data:
                 finished = True
                 if buffer.strip():
-                    yield buffer
+                    yield [buffer]
                 return
             size += len(data)
             if size > max_bytes:
@@ -226,9 +229,9 @@ async def iter_lines(
             buffer += data
             if b"\n" not in data:
                 continue
+            crlf = b"\r" in buffer
             *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                yield line.rstrip(b"\r")
+            yield [line.rstrip(b"\r") for line in lines] if crlf else lines
     finally:
         watch.cancel()
         # A stream read to its end goes back to the pool; an abandoned one is closed,
