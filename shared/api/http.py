@@ -12,13 +12,15 @@ from typing import Awaitable, Callable
 from urllib.parse import unquote
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from shared.errors import ConfigError, ConfigUnavailable, GatewayError, NotFound, PayloadTooLarge
 from shared.gateway import Gateway, get_gateway
 
 from .request import decode_body, parse_chat_request
-from .responses import SSE_HEADERS, error_response, internal_error, json_response, route_headers, sse_stream
+from .responses import (
+    SSE_HEADERS, EventStreamResponse, error_response, internal_error, json_response, route_headers,
+)
 
 Handler = Callable[[Request, Gateway], Awaitable[Response]]
 
@@ -75,7 +77,7 @@ async def chat_completions(req: Request, gateway: Gateway) -> Response:
         return json_response(completion, 200, route_headers(completion.get("route")))
     routed = await gateway.router.open_stream(request)
     headers = {**route_headers(routed.route()), **SSE_HEADERS}
-    return StreamingResponse(sse_stream(routed.batches(), routed.aclose), media_type="text/event-stream", headers=headers)
+    return EventStreamResponse(routed, headers)
 
 
 @_endpoint

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any, AsyncIterator
+from typing import Any, Mapping, Protocol
 
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from shared import jsonio
 from shared.errors import GatewayError
@@ -70,15 +71,64 @@ def sse_event(obj: Any) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
-async def sse_stream(batches: AsyncIterator[list[Any]], on_close) -> AsyncIterator[bytes]:
-    """Frame chunks as SSE, one write per batch; an interrupted stream ends with an error
-    event, then [DONE]."""
-    try:
+class EventStream(Protocol):
+    """What `EventStreamResponse` sends (`shared.routing.streaming.RoutedStream`)."""
+
+    async def next_batch(self) -> list[Any] | None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class EventStreamResponse(StreamingResponse):
+    """Chunks as server-sent events: one write per batch the stream hands over, flushed as it
+    comes; a stream that breaks ends with an OpenAI-style error event, then `[DONE]`.
+
+    Writes from the task serving the request, in one loop: Starlette's StreamingResponse
+    (under an ASGI server older than spec 2.4, such as the Functions worker's uvicorn)
+    writes from a new task of an anyio task group, one hop later, through a generator per
+    layer. A plain task beside the loop waits for `http.disconnect` and cancels the loop,
+    which closes the upstream at once.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, events: EventStream, headers: Mapping[str, str] | None = None) -> None:
+        self.events = events
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        serving = asyncio.current_task()
+        assert serving is not None
+        state = {"writing": True, "gone": False}
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if state["writing"]:
+                state["gone"] = True
+                serving.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        events = self.events
         try:
-            async for batch in batches:
-                yield b"".join(map(sse_event, batch))
-        except GatewayError as err:
-            yield sse_event(err.body())
-        yield SSE_DONE
-    finally:
-        await on_close()
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            try:
+                while (batch := await events.next_batch()) is not None:
+                    await send({"type": "http.response.body", "body": b"".join(map(sse_event, batch)),
+                                "more_body": True})
+                tail = SSE_DONE
+            except GatewayError as err:
+                tail = sse_event(err.body()) + SSE_DONE
+            state["writing"] = False
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+        except asyncio.CancelledError:
+            # Our own cancellation (the caller left) ends the response quietly; any other
+            # is passed on.
+            if not state["gone"] or serving.uncancel() > 0:
+                raise
+        finally:
+            state["writing"] = False
+            watcher.cancel()
+            await events.aclose()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any
 
 from shared import jsonio
 
-from .base import PROTOCOL, STATUS, STREAM_BROKEN, ChatRequest, Chunk, Completion, ProviderError
-from .http_provider import HttpChatProvider
+from .base import PROTOCOL, STATUS, ChatRequest, Chunk, Completion, ProviderError
+from .http_provider import HttpChatProvider, StreamParser
 
 # OpenAI sampling params and their Ollama `options` names.
 _OPTIONS = {
@@ -119,35 +119,49 @@ class OllamaProvider(HttpChatProvider):
             "usage": _usage(body),
         }
 
-    async def stream_chunks(self, batches: AsyncIterator[list[bytes]]) -> AsyncIterator[Chunk]:
-        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": self.config.model}
-        first = True
-        async for lines in batches:
-            for line in lines:
-                if not line.strip():
-                    continue
-                try:
-                    obj = jsonio.loads(line)
-                except ValueError:
-                    raise ProviderError(self.name, PROTOCOL, "malformed stream line (not JSON)") from None
-                if not isinstance(obj, dict):
-                    raise ProviderError(self.name, PROTOCOL, "malformed stream line (not an object)")
-                if "error" in obj:
-                    raise _error(self.name, obj)
-                delta: dict[str, Any] = {}
-                if first:
-                    delta["role"] = "assistant"
-                    first = False
-                text = (obj.get("message") or {}).get("content") or ""
-                if text:
-                    delta["content"] = text
-                if obj.get("done"):
-                    if delta:
-                        yield {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-                    yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": _finish(obj.get("done_reason"))}]}
-                    yield {**base, "choices": [], "usage": _usage(obj)}
-                    return
+    stream_eof_message = "stream ended before done"
+
+    def stream_parser(self) -> StreamParser:
+        return _NdjsonParser(self.name, self.config.model)
+
+
+class _NdjsonParser:
+    """Ollama's NDJSON lines to OpenAI chunks, for one stream (see `StreamParser`)."""
+
+    __slots__ = ("_name", "_base", "_first")
+
+    def __init__(self, name: str, model: str) -> None:
+        self._name = name
+        self._base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
+                      "created": int(time.time()), "model": model}
+        self._first = True
+
+    def __call__(self, lines: list[bytes], out: list[Chunk]) -> bool:
+        base = self._base
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                obj = jsonio.loads(line)
+            except ValueError:
+                raise ProviderError(self._name, PROTOCOL, "malformed stream line (not JSON)") from None
+            if not isinstance(obj, dict):
+                raise ProviderError(self._name, PROTOCOL, "malformed stream line (not an object)")
+            if "error" in obj:
+                raise _error(self._name, obj)
+            delta: dict[str, Any] = {}
+            if self._first:
+                delta["role"] = "assistant"
+                self._first = False
+            text = (obj.get("message") or {}).get("content") or ""
+            if text:
+                delta["content"] = text
+            if obj.get("done"):
                 if delta:
-                    yield {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-        raise ProviderError(self.name, STREAM_BROKEN, "stream ended before done")
+                    out.append({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                out.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": _finish(obj.get("done_reason"))}]})
+                out.append({**base, "choices": [], "usage": _usage(obj)})
+                return True
+            if delta:
+                out.append({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+        return False

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from functools import partial
+from typing import Any
 
-from .base import PROTOCOL, STREAM_BROKEN, ChatRequest, Chunk, Completion, ProviderError
-from .http_provider import HttpChatProvider
-from .openai_wire import DONE, check_completion, normalize_chunk, parse_sse_line, request_body
+from .base import PROTOCOL, ChatRequest, Completion
+from .http_provider import HttpChatProvider, StreamParser
+from .openai_wire import check_completion, parse_sse_lines, request_body
 
 
 class OpenAICompatibleProvider(HttpChatProvider):
@@ -22,19 +23,10 @@ class OpenAICompatibleProvider(HttpChatProvider):
     def parse_completion(self, body: Any) -> Completion:
         return check_completion(self.name, body)
 
-    async def stream_chunks(self, batches: AsyncIterator[list[bytes]]) -> AsyncIterator[Chunk]:
-        name = self.name
-        async for lines in batches:
-            for line in lines:
-                event = parse_sse_line(name, line)
-                if event is None:
-                    continue
-                if event is DONE:
-                    return
-                chunk = normalize_chunk(event)  # type: ignore[arg-type]
-                if chunk is not None:
-                    yield chunk
-        raise ProviderError(self.name, STREAM_BROKEN, "stream ended without [DONE]")
+    stream_eof_message = "stream ended without [DONE]"
+
+    def stream_parser(self) -> StreamParser:
+        return partial(parse_sse_lines, self.name)
 
 
 class AzureOpenAIProvider(OpenAICompatibleProvider):

@@ -57,6 +57,23 @@ def parse_sse_line(provider: str, line: bytes) -> Chunk | object | None:
     return chunk
 
 
+def parse_sse_lines(provider: str, lines: list[bytes], out: list[Chunk]) -> bool:
+    """Append the chunks of one network read's lines to `out`; True once `[DONE]` is read.
+
+    Raises like `parse_sse_line`; the chunks before the bad line are already in `out`.
+    """
+    for line in lines:
+        event = parse_sse_line(provider, line)
+        if event is None:
+            continue
+        if event is DONE:
+            return True
+        chunk = normalize_chunk(event)  # type: ignore[arg-type]
+        if chunk is not None:
+            out.append(chunk)
+    return False
+
+
 def _message(err: Any) -> str:
     if isinstance(err, dict):
         return str(err.get("message") or err.get("code") or "error")[:300]

@@ -1,7 +1,7 @@
 """One shared aiohttp session per instance, and provider HTTP calls with timeouts.
 
 Maps every transport failure to a `ProviderError` kind, bounds response sizes,
-and yields stream lines as they arrive (no buffering beyond one network read).
+and reads stream lines as they arrive (no buffering beyond one network read).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import asyncio
 import functools
 import json
 import time
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, Mapping
 
 import aiohttp
 
@@ -186,54 +186,63 @@ class _IdleWatch:
         self._handle.cancel()
 
 
-async def iter_line_batches(
-    provider: str, resp: aiohttp.ClientResponse, idle_seconds: float, max_bytes: int
-) -> AsyncIterator[list[bytes]]:
-    """Yield the body's lines (without line endings), as a list per network read: the lines
-    each read completes, as soon as it delivers them. (A list per read, not a line at a time:
-    an SSE event is two lines, and every item a generator hands up costs a resume in each
-    layer above it.)
+class LineReader:
+    """A response body's lines (without line endings), a list per network read: `read()`
+    returns the lines that read completed, as soon as it delivers them, and None at the end.
 
-    A silence longer than `idle_seconds` or a body over `max_bytes` ends the stream
-    with a `ProviderError`. The response is released when the iterator is closed.
+    One awaited call per network read and no generator layers: a stream's per-chunk cost
+    is mostly such layers. A silence longer than `idle_seconds` while waiting, or a body
+    over `max_bytes`, raises `ProviderError`. `close()` releases the response: back to the
+    pool when read to its end, closed (which cancels the upstream request at once) otherwise.
     """
-    buffer = b""
-    size = 0
-    content = resp.content
-    finished = False
-    loop = asyncio.get_running_loop()
-    clock = loop.time
-    watch = _IdleWatch(loop, idle_seconds, resp)
-    stalled = f"stream stalled: no data for {idle_seconds:g}s"
-    try:
-        while True:
-            watch.last = clock()
+
+    __slots__ = ("_provider", "_resp", "_content", "_buffer", "_size", "_max", "_eof", "_watch", "_clock",
+                 "_stalled")
+
+    def __init__(self, provider: str, resp: aiohttp.ClientResponse, idle_seconds: float, max_bytes: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._provider = provider
+        self._resp = resp
+        self._content = resp.content
+        self._buffer = b""
+        self._size = 0
+        self._max = max_bytes
+        self._eof = False
+        self._clock = loop.time
+        self._watch = _IdleWatch(loop, idle_seconds, resp)
+        self._stalled = f"stream stalled: no data for {idle_seconds:g}s"
+
+    async def read(self) -> list[bytes] | None:
+        watch = self._watch
+        while not self._eof:
+            watch.last = self._clock()
             watch.reading = True
             try:
-                data = await content.readany()
+                data = await self._content.readany()
             except aiohttp.ClientError as exc:
                 if watch.fired:
-                    raise ProviderError(provider, TIMEOUT, stalled) from None
-                raise ProviderError(provider, STREAM_BROKEN, f"stream broke ({type(exc).__name__})") from None
-            watch.reading = False
+                    raise ProviderError(self._provider, TIMEOUT, self._stalled) from None
+                raise ProviderError(self._provider, STREAM_BROKEN, f"stream broke ({type(exc).__name__})") from None
+            finally:
+                watch.reading = False
             if watch.fired:
-                raise ProviderError(provider, TIMEOUT, stalled)
+                raise ProviderError(self._provider, TIMEOUT, self._stalled)
             if not data:
-                finished = True
-                if buffer.strip():
-                    yield [buffer]
-                return
-            size += len(data)
-            if size > max_bytes:
-                raise ProviderError(provider, TOO_LARGE, f"stream larger than {max_bytes} bytes")
-            buffer += data
+                self._eof = True
+                rest, self._buffer = self._buffer, b""
+                return [rest.rstrip(b"\r")] if rest.strip() else None
+            self._size += len(data)
+            if self._size > self._max:
+                raise ProviderError(self._provider, TOO_LARGE, f"stream larger than {self._max} bytes")
+            buffer = self._buffer + data
             if b"\n" not in data:
+                self._buffer = buffer
                 continue
             crlf = b"\r" in buffer
-            *lines, buffer = buffer.split(b"\n")
-            yield [line.rstrip(b"\r") for line in lines] if crlf else lines
-    finally:
-        watch.cancel()
-        # A stream read to its end goes back to the pool; an abandoned one is closed,
-        # which cancels the upstream request at once.
-        resp.release() if finished else resp.close()
+            *lines, self._buffer = buffer.split(b"\n")
+            return [line.rstrip(b"\r") for line in lines] if crlf else lines
+        return None
+
+    def close(self) -> None:
+        self._watch.cancel()
+        self._resp.release() if self._eof else self._resp.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, NoReturn, Protocol
 
 from shared.errors import GatewayError
 from shared.providers.base import AUTH, ChatRequest, Chunk, ProviderError
@@ -36,7 +36,7 @@ class RoutedStream:
     """A committed stream: route known (headers can be sent), chunks still to come."""
 
     def __init__(self, router: "Router", request: ChatRequest, decision, attempts, name, admission,
-                 upstream: AsyncIterator[Chunk], buffered: list[Chunk], started: float, ttft: float | None,
+                 source: "ChunkSourceLike", buffered: list[Chunk], started: float, ttft: float | None,
                  exhausted: bool) -> None:
         self.router = router
         self.request = request
@@ -45,11 +45,12 @@ class RoutedStream:
         self.provider = name
         self.model = router.config.providers[name].model
         self._admission = admission
-        self._upstream = upstream
+        self._source = source
         self._buffered = buffered
         self._started = started
         self._ttft = ttft
         self._exhausted = exhausted
+        self._finished = False
         self._usage: Any = None
         self._chars = 0
         self._done = False
@@ -77,37 +78,55 @@ class RoutedStream:
             await batches.aclose()
 
     async def batches(self) -> AsyncIterator[list[Chunk]]:
-        """The chunks in the groups they became available: first everything read before the
-        commit (so it can leave in one write), then one chunk at a time as it arrives."""
-        outcome = "cancelled"
+        """`next_batch()` as an iterator; closing it early releases the upstream."""
         try:
-            first = [out for out in map(self._see, self._buffered) if out is not None]
+            while (batch := await self.next_batch()) is not None:
+                yield batch
+        finally:
+            await self.aclose()
+
+    async def next_batch(self) -> list[Chunk] | None:
+        """The caller's next chunks, in the groups they became available: first everything
+        read before the commit (so it can leave in one write), then what each network read
+        delivers, then the usage chunk when the caller asked for it; None at the end.
+
+        A provider failure ends the stream with `StreamInterrupted` (and counts against the
+        provider's breaker). A caller that stops early calls `aclose()`.
+        """
+        see = self._see
+        if self._buffered:
+            first = [out for out in map(see, self._buffered) if out is not None]
             self._buffered = []
             if first:
-                yield first
-            while not self._exhausted:
-                try:
-                    chunk = await anext(self._upstream)
-                except StopAsyncIteration:
-                    break
-                out = self._see(chunk)
-                if out is not None:
-                    yield [out]
-            outcome = "ok"
-            final = self._final_usage_chunk()
-            if final is not None:
-                yield [final]
-        except ProviderError as err:
-            outcome = "failed"
-            await self.router.breakers.record(self._admission, ok=False, failure_class=failure_class(err))
-            self.attempts[-1] = Attempt(self.provider, "interrupted", failure_reason(err), err.status)
-            self.router.observer.attempt_failed(self.provider, failure_class(err), self._elapsed(), err.status)
-            raise StreamInterrupted(
-                f"the provider stream broke after the response started: {err.message}",
-                extra={"route": self.route()},
-            ) from None
-        finally:
-            await self._close(outcome)
+                return first
+        while not self._exhausted:
+            try:
+                batch = await self._source.next_batch()
+            except ProviderError as err:
+                self._exhausted = True
+                await self._failed(err)
+            if batch is None:
+                self._exhausted = True
+                break
+            out = [c for c in map(see, batch) if c is not None]
+            if out:
+                return out
+        if self._finished:
+            return None
+        self._finished = True
+        final = self._final_usage_chunk()
+        await self._close("ok")
+        return [final] if final is not None else None
+
+    async def _failed(self, err: ProviderError) -> NoReturn:
+        await self.router.breakers.record(self._admission, ok=False, failure_class=failure_class(err))
+        self.attempts[-1] = Attempt(self.provider, "interrupted", failure_reason(err), err.status)
+        self.router.observer.attempt_failed(self.provider, failure_class(err), self._elapsed(), err.status)
+        await self._close("failed")
+        raise StreamInterrupted(
+            f"the provider stream broke after the response started: {err.message}",
+            extra={"route": self.route()},
+        )
 
     def _see(self, chunk: Chunk) -> Chunk | None:
         """Track usage and text; hide the usage chunk unless the caller asked for it."""
@@ -152,7 +171,7 @@ class RoutedStream:
             return
         self._done = True
         try:
-            await self._upstream.aclose()
+            await self._source.close()
         except Exception:
             pass
         router = self.router
@@ -177,7 +196,8 @@ class RoutedStream:
         )
 
     async def aclose(self) -> None:
-        """Release the upstream when the stream is abandoned before or during iteration."""
+        """Release the upstream when the stream is abandoned before or during iteration
+        (a no-op once the stream ended)."""
         await self._close("ok" if self._exhausted and not self._buffered else "cancelled")
 
 
@@ -191,7 +211,7 @@ async def open_candidate_stream(router: "Router", request: ChatRequest) -> Route
         t0 = router.clock()
         try:
             async with asyncio.timeout(min(remaining, router.config.providers[name].timeouts.total_seconds)):
-                upstream, buffered, exhausted = await _until_first_token(provider, request)
+                source, buffered, exhausted = await _until_first_token(provider, request)
         except ProviderError as err:
             await walk.failed(name, admission, err, t0)
             continue
@@ -203,32 +223,68 @@ async def open_candidate_stream(router: "Router", request: ChatRequest) -> Route
             raise
         ttft = router.clock() - t0
         walk.succeeded(name, ttft * 1000)
-        return RoutedStream(router, request, decision, walk.attempts, name, admission, upstream, buffered,
+        return RoutedStream(router, request, decision, walk.attempts, name, admission, source, buffered,
                             walk.started, ttft, exhausted)
     raise walk.exhausted()
 
 
-async def _until_first_token(provider, request: ChatRequest) -> tuple[AsyncIterator[Chunk], list[Chunk], bool]:
+class ChunkSourceLike(Protocol):
+    """What the router reads a provider stream through (`shared.providers.http_provider.ChunkSource`)."""
+
+    async def next_batch(self) -> list[Chunk] | None: ...
+
+    async def close(self) -> None: ...
+
+
+class _GeneratorSource:
+    """Any provider's `stream()` as a source, a chunk at a time (HTTP providers have a
+    faster one: `open_source`)."""
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self, chunks: AsyncIterator[Chunk]) -> None:
+        self._chunks = chunks
+
+    async def next_batch(self) -> list[Chunk] | None:
+        try:
+            return [await anext(self._chunks)]
+        except StopAsyncIteration:
+            return None
+
+    async def close(self) -> None:
+        await self._chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def _open_source(provider, request: ChatRequest) -> ChunkSourceLike:
+    opener = getattr(provider, "open_source", None)
+    if opener is not None:
+        return await opener(request)
+    return _GeneratorSource(provider.stream(request))
+
+
+async def _until_first_token(provider, request: ChatRequest) -> tuple[ChunkSourceLike, list[Chunk], bool]:
     """Open the provider stream and read until its first content token (or its end)."""
     for attempt in (1, 2):
-        upstream = provider.stream(request)
+        source: ChunkSourceLike | None = None
         buffered: list[Chunk] = []
         try:
+            source = await _open_source(provider, request)
             while True:
-                try:
-                    chunk = await anext(upstream)
-                except StopAsyncIteration:
-                    return upstream, buffered, True
-                buffered.append(chunk)
-                if has_content(chunk):
-                    return upstream, buffered, False
+                batch = await source.next_batch()
+                if batch is None:
+                    return source, buffered, True
+                buffered += batch
+                if any(map(has_content, batch)):
+                    return source, buffered, False
         except ProviderError as err:
-            await upstream.aclose()
+            if source is not None:
+                await source.close()
             auth = getattr(provider, "auth", None)
             if attempt == 1 and err.kind == AUTH and auth is not None and await auth.rotate():
                 continue
             raise
         except BaseException:
-            await upstream.aclose()
+            if source is not None:
+                await source.close()
             raise
     raise AssertionError("unreachable")
