@@ -235,10 +235,12 @@ class LineReader:
             if self._size > self._max:
                 raise ProviderError(self._provider, TOO_LARGE, f"stream larger than {self._max} bytes")
             buffer = self._buffer + data
-            if b"\n" not in data:
+            # (``find``, not ``in``: ``in`` on bytes first tries its operand as an int and
+            # builds a TypeError message each time.)
+            if data.find(b"\n") < 0:
                 self._buffer = buffer
                 continue
-            crlf = b"\r" in buffer
+            crlf = buffer.find(b"\r") >= 0
             *lines, self._buffer = buffer.split(b"\n")
             return [line.rstrip(b"\r") for line in lines] if crlf else lines
         return None
