@@ -90,8 +90,8 @@ class HttpChatProvider:
     # -- ChatProvider --------------------------------------------------------
     async def complete(self, request: ChatRequest) -> Completion:
         headers = await self.auth.headers()
-        resp = await transport.send(self.http, self.name, self.url(False), headers, self.payload(request, False), self.config.timeouts)
-        body = await transport.read_json(self.name, resp, self.config.timeouts, self.max_response_bytes)
+        body = await transport.post_json(self.http, self.name, self.url(False), headers, self.payload(request, False),
+                                         self.config.timeouts, self.max_response_bytes)
         return self.parse_completion(body)
 
     async def open_source(self, request: ChatRequest) -> ChunkSource:

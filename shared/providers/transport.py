@@ -77,12 +77,58 @@ async def send(
     """
     try:
         async with asyncio.timeout(timeouts.first_byte_seconds):
-            resp = await client.session.post(
-                url, data=jsonio.dumps(body), headers={**headers, "Content-Type": "application/json"},
-                timeout=_timeout(timeouts), allow_redirects=False,
-            )
+            resp = await _post(client, provider, url, headers, body, timeouts)
     except TimeoutError:
-        raise ProviderError(provider, TIMEOUT, f"no response headers within {timeouts.first_byte_seconds:g}s") from None
+        raise _no_headers(provider, timeouts) from None
+    if resp.status >= 400 or resp.status < 200:
+        await _raise_status(provider, resp)
+    return resp
+
+
+async def post_json(
+    client: HttpClient,
+    provider: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: Any,
+    timeouts: Timeouts,
+    max_bytes: int,
+) -> Any:
+    """`send`, then read the whole JSON body (bounded in size, and in time by
+    `total_seconds` from the headers on), under one timer rather than one per phase."""
+    loop = asyncio.get_running_loop()
+    reading = False
+    try:
+        async with asyncio.timeout(timeouts.first_byte_seconds) as deadline:
+            resp = await _post(client, provider, url, headers, body, timeouts)
+            if resp.status >= 400 or resp.status < 200:
+                deadline.reschedule(None)
+                await _raise_status(provider, resp)
+            reading = True
+            deadline.reschedule(loop.time() + timeouts.total_seconds)
+            raw = await _read_body(provider, resp, max_bytes)
+    except TimeoutError:
+        if reading:
+            raise ProviderError(provider, TIMEOUT, f"response body not complete within {timeouts.total_seconds:g}s") from None
+        raise _no_headers(provider, timeouts) from None
+    try:
+        return jsonio.loads(raw)
+    except ValueError:
+        raise ProviderError(provider, PROTOCOL, "response body is not valid JSON") from None
+
+
+def _no_headers(provider: str, timeouts: Timeouts) -> ProviderError:
+    return ProviderError(provider, TIMEOUT, f"no response headers within {timeouts.first_byte_seconds:g}s")
+
+
+async def _post(
+    client: HttpClient, provider: str, url: str, headers: Mapping[str, str], body: Any, timeouts: Timeouts
+) -> aiohttp.ClientResponse:
+    try:
+        return await client.session.post(
+            url, data=jsonio.dumps(body), headers={**headers, "Content-Type": "application/json"},
+            timeout=_timeout(timeouts), allow_redirects=False,
+        )
     except aiohttp.ClientConnectorError as exc:
         raise ProviderError(provider, CONNECT, f"cannot connect ({_oserror(exc)})") from None
     except aiohttp.ServerDisconnectedError:
@@ -91,9 +137,6 @@ async def send(
         raise ProviderError(provider, PROTOCOL, f"malformed HTTP response ({type(exc).__name__})") from None
     except aiohttp.ClientError as exc:
         raise ProviderError(provider, CONNECT, f"connection failed ({type(exc).__name__})") from None
-    if resp.status >= 400 or resp.status < 200:
-        await _raise_status(provider, resp)
-    return resp
 
 
 async def _raise_status(provider: str, resp: aiohttp.ClientResponse) -> None:
@@ -131,27 +174,21 @@ def _oserror(exc: aiohttp.ClientConnectorError) -> str:
     return (os_err.strerror if os_err and os_err.strerror else type(exc).__name__)
 
 
-async def read_json(provider: str, resp: aiohttp.ClientResponse, timeouts: Timeouts, max_bytes: int) -> Any:
-    """Read a whole JSON body, bounded in size and time."""
+async def _read_body(provider: str, resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    """The whole body, bounded in size; the response is released."""
     try:
-        async with asyncio.timeout(timeouts.total_seconds):
-            chunks = []
-            size = 0
-            async for data in resp.content.iter_any():
-                size += len(data)
-                if size > max_bytes:
-                    raise ProviderError(provider, TOO_LARGE, f"response larger than {max_bytes} bytes")
-                chunks.append(data)
-    except TimeoutError:
-        raise ProviderError(provider, TIMEOUT, f"response body not complete within {timeouts.total_seconds:g}s") from None
+        chunks = []
+        size = 0
+        async for data in resp.content.iter_any():
+            size += len(data)
+            if size > max_bytes:
+                raise ProviderError(provider, TOO_LARGE, f"response larger than {max_bytes} bytes")
+            chunks.append(data)
     except aiohttp.ClientError as exc:
         raise ProviderError(provider, CONNECT, f"connection broke while reading the body ({type(exc).__name__})") from None
     finally:
         resp.release()
-    try:
-        return jsonio.loads(b"".join(chunks))
-    except ValueError:
-        raise ProviderError(provider, PROTOCOL, "response body is not valid JSON") from None
+    return b"".join(chunks)
 
 
 class _IdleWatch:
