@@ -227,10 +227,11 @@ class LineReader:
     """A response body's lines (without line endings), a list per network read: `read()`
     returns the lines that read completed, as soon as it delivers them, and None at the end.
 
-    One awaited call per network read and no generator layers: a stream's per-chunk cost
-    is mostly such layers. A silence longer than `idle_seconds` while waiting, or a body
-    over `max_bytes`, raises `ProviderError`. `close()` releases the response: back to the
-    pool when read to its end, closed (which cancels the upstream request at once) otherwise.
+    One awaited call per network read, rather than a generator per layer (each of which
+    costs a resume per item it hands up). A silence longer than `idle_seconds` while
+    waiting, or a body over `max_bytes`, raises `ProviderError`. `close()` releases the
+    response: back to the pool when read to its end, closed (which cancels the upstream
+    request at once) otherwise.
     """
 
     __slots__ = ("_provider", "_resp", "_content", "_buffer", "_size", "_max", "_eof", "_watch", "_clock",

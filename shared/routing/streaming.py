@@ -126,7 +126,7 @@ class RoutedStream:
         raise StreamInterrupted(
             f"the provider stream broke after the response started: {err.message}",
             extra={"route": self.route()},
-        )
+        ) from None
 
     def _see(self, chunk: Chunk) -> Chunk | None:
         """Track usage and text; hide the usage chunk unless the caller asked for it."""
