@@ -332,6 +332,46 @@ async def test_abandoned_stream_cancels_upstream(gateway, fakes):
     assert gateway.http.open_connections() <= 1  # released, not leaked (at most one idle keep-alive)
 
 
+async def test_a_finished_stream_gives_its_connection_back_even_if_the_body_ends_later():
+    """The body's end (the chunked terminator) arriving after [DONE], as it can in a later
+    TLS record: the connection still goes back to the pool for the next stream."""
+    from aiohttp import web
+
+    ports: list[int] = []
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        ports.append(request.transport.get_extra_info("peername")[1])
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        body = {"id": "c1", "object": "chat.completion.chunk", "model": "m",
+                "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}
+        await resp.write(b"data: " + json.dumps(body).encode() + b"\n\ndata: [DONE]\n\n")
+        await asyncio.sleep(0.05)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    doc = {"providers": {"raw": {"kind": "openai", "endpoint": f"http://127.0.0.1:{port}/v1", "model": "m",
+                                 "api_key_secret": "raw-key", "price": {"input_per_1k": 0.001, "output_per_1k": 0.002}}},
+           "routes": {"default": {"candidates": ["raw"]}}}
+    gw = make_gateway(doc, {"RAW_KEY": "k"})
+    await gw.start()
+    try:
+        for _ in range(3):
+            assert text_of(await collect(gw.router.stream(ask(stream=True)))) == "hi"
+            await asyncio.sleep(0.2)  # the body's end arrives meanwhile
+        assert len(ports) == 3 and len(set(ports)) == 1, f"a new connection per stream: {ports}"
+        assert gw.http.open_connections() == 1
+    finally:
+        await gw.close()
+        await runner.cleanup()
+
+
 async def test_breaker_wrapped_provider_speaks_the_same_protocol(gateway, fakes):
     from shared.providers.guarded import BreakerProvider
     from shared.providers.base import ProviderError

@@ -56,7 +56,7 @@ class ChunkSource:
         return None
 
     async def close(self) -> None:
-        self._reader.close()
+        self._reader.close(complete=self._done)
 
 
 class HttpChatProvider:

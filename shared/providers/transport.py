@@ -283,6 +283,39 @@ class LineReader:
             return [line.rstrip(b"\r") for line in lines] if crlf else lines
         return None
 
-    def close(self) -> None:
+    def close(self, complete: bool = False) -> None:
+        """Release the response. `complete`: the stream's end marker was read, so only the
+        body's framing can be left: it is read in the background (bounded) and the
+        connection goes back to the pool, instead of a new connection for the next stream."""
         self._watch.cancel()
-        self._resp.release() if self._eof else self._resp.close()
+        resp = self._resp
+        if self._eof or (complete and self._content.at_eof()):
+            resp.release()
+        elif complete:
+            task = asyncio.get_running_loop().create_task(_drain(resp))
+            _DRAINING.add(task)
+            task.add_done_callback(_DRAINING.discard)
+        else:
+            resp.close()
+
+
+_DRAINING: set[asyncio.Task] = set()
+_DRAIN_SECONDS = 1.0
+_DRAIN_BYTES = 64 * 1024
+
+
+async def _drain(resp: aiohttp.ClientResponse) -> None:
+    """Read what is left of a finished stream's body (its chunked-encoding end, normally),
+    then release the connection; close it instead if more than a little is left or it takes
+    long."""
+    try:
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            left = _DRAIN_BYTES
+            while left > 0 and (data := await resp.content.readany()):
+                left -= len(data)
+        if resp.content.at_eof():
+            resp.release()
+            return
+    except (TimeoutError, aiohttp.ClientError):
+        pass
+    resp.close()
