@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 
@@ -248,6 +249,32 @@ def text_of(chunks):
     return "".join((ch.get("delta") or {}).get("content") or "" for c in chunks for ch in c.get("choices") or [])
 
 
+@contextlib.asynccontextmanager
+async def gateway_on_raw_sse(chat):
+    """A gateway whose one OpenAI-kind provider is `chat`, an aiohttp handler writing raw bytes."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        doc = {"providers": {"raw": {"kind": "openai", "endpoint": f"http://127.0.0.1:{port}/v1", "model": "m",
+                                     "api_key_secret": "raw-key",
+                                     "price": {"input_per_1k": 0.001, "output_per_1k": 0.002}}},
+               "routes": {"default": {"candidates": ["raw"]}}}
+        gw = make_gateway(doc, {"RAW_KEY": "k"})
+        await gw.start()
+        try:
+            yield gw
+        finally:
+            await gw.close()
+    finally:
+        await runner.cleanup()
+
+
 @pytest.mark.parametrize("provider", ["local", "cheap", "premium"])
 async def test_stream_from_each_provider_kind(gateway, provider):
     chunks = await collect(gateway.router.stream(ask("Tell me a short story please", model=provider, stream=True,
@@ -350,26 +377,12 @@ async def test_a_finished_stream_gives_its_connection_back_even_if_the_body_ends
         await resp.write_eof()
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-    doc = {"providers": {"raw": {"kind": "openai", "endpoint": f"http://127.0.0.1:{port}/v1", "model": "m",
-                                 "api_key_secret": "raw-key", "price": {"input_per_1k": 0.001, "output_per_1k": 0.002}}},
-           "routes": {"default": {"candidates": ["raw"]}}}
-    gw = make_gateway(doc, {"RAW_KEY": "k"})
-    await gw.start()
-    try:
+    async with gateway_on_raw_sse(chat) as gw:
         for _ in range(3):
             assert text_of(await collect(gw.router.stream(ask(stream=True)))) == "hi"
             await asyncio.sleep(0.2)  # the body's end arrives meanwhile
         assert len(ports) == 3 and len(set(ports)) == 1, f"a new connection per stream: {ports}"
         assert gw.http.open_connections() == 1
-    finally:
-        await gw.close()
-        await runner.cleanup()
 
 
 async def test_breaker_wrapped_provider_speaks_the_same_protocol(gateway, fakes):
@@ -476,23 +489,8 @@ async def test_sse_with_crlf_line_endings_split_across_reads_streams_whole():
         await resp.write_eof()
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    doc = {"providers": {"raw": {"kind": "openai", "endpoint": f"http://127.0.0.1:{port}/v1", "model": "m",
-                                 "api_key_secret": "raw-key", "price": {"input_per_1k": 0.001, "output_per_1k": 0.002}}},
-           "routes": {"default": {"candidates": ["raw"]}}}
-    gw = make_gateway(doc, {"RAW_KEY": "k"})
-    await gw.start()
-    try:
+    async with gateway_on_raw_sse(chat) as gw:
         chunks = [c async for c in gw.router.stream(ask(stream=True, include_usage=True))]
-    finally:
-        await gw.close()
-        await runner.cleanup()
     text = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c.get("choices"))
     assert text == "Hello, world"
     assert [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")][-1] == "stop"

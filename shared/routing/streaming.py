@@ -50,7 +50,6 @@ class RoutedStream:
         self._started = started
         self._ttft = ttft
         self._exhausted = exhausted
-        self._finished = False
         self._usage: Any = None
         self._chars = 0
         self._done = False
@@ -69,19 +68,11 @@ class RoutedStream:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[Chunk]:
-        batches = self.batches()
-        try:
-            async for batch in batches:
-                for chunk in batch:
-                    yield chunk
-        finally:
-            await batches.aclose()
-
-    async def batches(self) -> AsyncIterator[list[Chunk]]:
-        """`next_batch()` as an iterator; closing it early releases the upstream."""
+        """The chunks one at a time (the Python API); closing early releases the upstream."""
         try:
             while (batch := await self.next_batch()) is not None:
-                yield batch
+                for chunk in batch:
+                    yield chunk
         finally:
             await self.aclose()
 
@@ -111,9 +102,8 @@ class RoutedStream:
             out = [c for c in map(see, batch) if c is not None]
             if out:
                 return out
-        if self._finished:
+        if self._done:  # the end was already handed over
             return None
-        self._finished = True
         final = self._final_usage_chunk()
         await self._close("ok")
         return [final] if final is not None else None
