@@ -16,7 +16,6 @@ as the network delivers them, with no parsing at all.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import socket
 import subprocess
@@ -27,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_gateway import PROMPT, run_load, run_streams, run_with_cpu, start_fake, stream_runs  # noqa: E402
+from bench.bench_gateway import PROMPT, run, run_load, run_streams, run_with_cpu, start_canned, start_fake, stream_runs  # noqa: E402
 
 PROXY = r'''
 import os, aiohttp, uvicorn
@@ -76,8 +75,10 @@ def main() -> None:
     ap.add_argument("--chunk-interval", type=float, default=0.0)
     args = ap.parse_args()
     stream = args.mode == "stream"
-    fake, fake_url = start_fake(200 if stream else 5, " ".join(f"w{i}" for i in range(200)) if stream else None,
-                                args.chunk_interval)
+    if stream:
+        fake, fake_url = start_fake(200, " ".join(f"w{i}" for i in range(200)), args.chunk_interval)
+    else:
+        fake, fake_url = start_canned()
     port = free_port()
     proxy = subprocess.Popen([sys.executable, "-c", PROXY], cwd=ROOT,
                              env={"UPSTREAM": fake_url + "/chat/completions", "PORT": str(port), "PATH": "/usr/bin:/bin"})
@@ -98,7 +99,7 @@ def main() -> None:
         if stream:
             payload["stream"] = True
             for conc, n, steady, label in stream_runs(args.chunk_interval > 0, args.quick):
-                d = asyncio.run(run_streams(base, direct_path, payload, {"Authorization": "Bearer bench-key"}, conc, n, steady))
+                d = run(run_streams(base, direct_path, payload, {"Authorization": "Bearer bench-key"}, conc, n, steady))
                 p, cpu = run_with_cpu(proxy.pid, run_streams(f"http://127.0.0.1:{port}", "/", payload, {}, conc, n, steady))
                 cpu_ms = cpu * 1000 / (p["n"] + 1)  # + the warm-up stream
                 print(f"concurrency {label}: direct n={d['n']:>4} TTFT p50 {d['ttft_p50_ms']:.2f} ms")
@@ -107,7 +108,7 @@ def main() -> None:
                       f"  (proxy process CPU {cpu_ms:.2f} ms per stream)")
             return
         for conc, n in ((1, 500), (32, 3000)) if args.quick else ((1, 3000), (32, 20000)):
-            d = asyncio.run(run_load(base, direct_path, body, {"Authorization": "Bearer bench-key"}, conc, n, 20))
+            d = run(run_load(base, direct_path, body, {"Authorization": "Bearer bench-key"}, conc, n, 20))
             p, cpu = run_with_cpu(proxy.pid, run_load(f"http://127.0.0.1:{port}", "/", body, {}, conc, n, 20))
             cpu_ms = cpu * 1000 / max(1, p["n"] + conc)
             print(f"concurrency {conc:>2}: direct n={d['n']:>6} p50 {d['p50_ms']:.3f} ms  {d['rps']:.0f} req/s")

@@ -35,22 +35,34 @@ from devhost.testing import start_devhost  # noqa: E402
 PROMPT = "Please answer briefly: what is the capital of France, and why is it famous?"
 
 
-def start_fake(chunks: int, reply: str | None, chunk_interval: float = 0.0) -> tuple[subprocess.Popen, str]:
-    args = [sys.executable, "-m", "tests.fakes.llm", "--name", "bench", "--key", "bench-key",
-            "--chunks", str(chunks), "--seconds", "900", "--chunk-interval", str(chunk_interval)]
-    if reply:
-        args += ["--reply", reply]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+def _start_provider(module: str, *args: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     m = re.search(r"OpenAI (http://\S+)", line)
     if not m:
         proc.kill()
-        raise RuntimeError(f"fake did not start: {line!r}")
+        raise RuntimeError(f"{module} did not start: {line!r}")
     return proc, m.group(1)
 
 
-class RawClient:
-    """Keep-alive HTTP/1.1 POST with a fixed body; reads Content-Length responses."""
+def start_fake(chunks: int, reply: str | None, chunk_interval: float = 0.0) -> tuple[subprocess.Popen, str]:
+    """The tests' wire-level fake (`tests.fakes.llm`): used for streams."""
+    args = ["--name", "bench", "--key", "bench-key", "--chunks", str(chunks), "--seconds", "900",
+            "--chunk-interval", str(chunk_interval)]
+    return _start_provider("tests.fakes.llm", *args, *(["--reply", reply] if reply else []))
+
+
+def start_canned() -> tuple[subprocess.Popen, str]:
+    """The canned provider (`bench.canned_provider`): used for non-streamed throughput."""
+    return _start_provider("bench.canned_provider", "--key", "bench-key")
+
+
+class RawClient(asyncio.Protocol):
+    """Keep-alive HTTP/1.1 POST with a fixed body; reads Content-Length responses.
+
+    A bare asyncio protocol (run on uvloop): the load generator shares the two cores with the
+    gateway and the fake, so it should spend as little CPU per request as it can.
+    """
 
     def __init__(self, url: str, path: str, body: bytes, headers: dict[str, str]) -> None:
         m = re.match(r"http://([^:/]+):(\d+)", url)
@@ -59,27 +71,54 @@ class RawClient:
         head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         head += f"Content-Length: {len(body)}\r\n\r\n"
         self.request = head.encode() + body
-        self.reader = self.writer = None
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.need = 0  # bytes of the whole response once its head is in; 0 while it is not
+        self.status = 0
+        self.waiter: asyncio.Future | None = None
 
     async def connect(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        await asyncio.get_running_loop().create_connection(lambda: self, self.host, self.port)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.need:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end]).lower()
+            self.status = int(head[9:12])
+            at = head.find(b"\r\ncontent-length:")
+            length = int(head[at + 17:].split(b"\r\n", 1)[0]) if at >= 0 else 0
+            self.need = end + 4 + length
+        if len(self.buffer) >= self.need:
+            del self.buffer[:self.need]
+            self.need = 0
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(self.status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("the server closed the connection"))
 
     async def send(self) -> int:
-        self.writer.write(self.request)
-        status_line = await self.reader.readline()
-        length = 0
-        while True:
-            line = await self.reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        await self.reader.readexactly(length)
-        return int(status_line.split()[1])
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(self.request)
+        return await self.waiter
 
     def close(self) -> None:
-        if self.writer:
-            self.writer.close()
+        if self.transport:
+            self.transport.close()
+
+
+def run(coro):
+    """Run a load on uvloop, as the gateway and the fake provider run."""
+    import uvloop
+
+    return uvloop.run(coro)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -160,14 +199,19 @@ async def run_streams(url: str, path: str, payload: dict, headers: dict[str, str
             "total_p50_ms": pct(totals, 50) * 1000, "total_p99_ms": pct(totals, 99) * 1000}
 
 
-def run_with_cpu(pid: int, coro) -> tuple[dict, float]:
-    """`asyncio.run(coro)`, and the CPU seconds (user + system) process `pid` spent meanwhile."""
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` and its worker processes so far."""
     import psutil
 
     proc = psutil.Process(pid)
-    before = sum(proc.cpu_times()[:2])
-    result = asyncio.run(coro)
-    return result, sum(proc.cpu_times()[:2]) - before
+    return sum(sum(p.cpu_times()[:2]) for p in (proc, *proc.children(recursive=True)))
+
+
+def run_with_cpu(pid: int, coro) -> tuple[dict, float]:
+    """`run(coro)`, and the CPU seconds process `pid` (with its workers) spent meanwhile."""
+    before = process_cpu(pid)
+    result = run(coro)
+    return result, process_cpu(pid) - before
 
 
 def stream_runs(paced: bool, quick: bool) -> list[tuple[int, int, bool, str]]:
@@ -179,14 +223,15 @@ def stream_runs(paced: bool, quick: bool) -> list[tuple[int, int, bool, str]]:
     return [(c, n, steady, f"{c:>2}" + (" steady" if steady else " burst " if c > 1 else "")) for c, n, steady in runs]
 
 
-def gateway_env(fake_url: str) -> dict[str, str | None]:
+def gateway_env(fake_url: str, workers: int = 1) -> dict[str, str | None]:
     cfg = {
         "providers": {"bench": {"kind": "openai", "endpoint": fake_url, "model": "bench-model",
                                 "api_key_secret": "bench-key", "price": {"input_per_1k": 0.001, "output_per_1k": 0.002}}},
         "routes": {"default": {"candidates": ["bench"]}},
     }
     return {"LLM_ROUTING_CONFIG": json.dumps(cfg), "BENCH_KEY": "bench-key", "LLM_TABLE_CONNECTION": None,
-            "AzureWebJobsStorage": None, "APPLICATIONINSIGHTS_CONNECTION_STRING": None}
+            "AzureWebJobsStorage": None, "APPLICATIONINSIGHTS_CONNECTION_STRING": None,
+            "FUNCTIONS_WORKER_PROCESS_COUNT": str(workers)}
 
 
 def main() -> None:
@@ -195,13 +240,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--chunk-interval", type=float, default=0.0,
                     help="seconds between the fake's stream chunks (0: back to back, the worst case)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="gateway worker processes (FUNCTIONS_WORKER_PROCESS_COUNT; default 1)")
     args = ap.parse_args()
-    chunks = 200 if args.mode == "stream" else 5
-    reply = " ".join(f"w{i}" for i in range(chunks)) if args.mode == "stream" else None
-    fake, fake_url = start_fake(chunks, reply, args.chunk_interval)
-    gw_url, stop = start_devhost(env=gateway_env(fake_url), extra_args=["--log-level", "warning"])
+    if args.mode == "stream":
+        fake, fake_url = start_fake(200, " ".join(f"w{i}" for i in range(200)), args.chunk_interval)
+    else:
+        fake, fake_url = start_canned()
+    gw_url, stop = start_devhost(env=gateway_env(fake_url, args.workers), extra_args=["--log-level", "warning"])
     try:
-        print(f"# bench_gateway --mode {args.mode} --chunk-interval {args.chunk_interval} "
+        print(f"# bench_gateway --mode {args.mode} --chunk-interval {args.chunk_interval} --workers {args.workers} "
               f"({os.cpu_count()} cores; fake, gateway and client on one machine)")
         direct_path = fake_url.split("127.0.0.1:", 1)[1].split("/", 1)[1]
         direct = (fake_url.rsplit("/v1", 1)[0], "/" + direct_path + "/chat/completions", {"Authorization": "Bearer bench-key"})
@@ -211,25 +259,25 @@ def main() -> None:
             gw_body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": PROMPT}]}).encode()
             n1, n32, secs = (500, 3000, 10) if args.quick else (3000, 20000, 20)
             for conc, n in ((1, n1), (32, n32)):
-                d = asyncio.run(run_load(direct[0], direct[1], body, direct[2], conc, n, secs))
+                d = run(run_load(direct[0], direct[1], body, direct[2], conc, n, secs))
                 g, cpu = run_with_cpu(stop.proc.pid, run_load(gateway[0], gateway[1], gw_body, gateway[2], conc, n, secs))
                 cpu_ms = cpu * 1000 / max(1, g["n"] + conc)
                 print(f"concurrency {conc:>2}: direct  n={d['n']:>6} p50 {d['p50_ms']:.3f} ms  p99 {d['p99_ms']:.3f} ms  {d['rps']:.0f} req/s  errors {d['errors']}")
                 print(f"concurrency {conc:>2}: gateway n={g['n']:>6} p50 {g['p50_ms']:.3f} ms  p99 {g['p99_ms']:.3f} ms  {g['rps']:.0f} req/s  errors {g['errors']}")
                 print(f"concurrency {conc:>2}: added   p50 {g['p50_ms'] - d['p50_ms']:.3f} ms  p99 {g['p99_ms'] - d['p99_ms']:.3f} ms"
-                      f"  (gateway process CPU {cpu_ms:.3f} ms per request)")
+                      f"  (gateway CPU {cpu_ms:.3f} ms per request)")
         else:
             payload = {"model": "bench-model", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
             gw_payload = {**payload, "model": "auto"}
             for conc, n, steady, label in stream_runs(args.chunk_interval > 0, args.quick):
-                d = asyncio.run(run_streams(direct[0], direct[1], payload, direct[2], conc, n, steady))
+                d = run(run_streams(direct[0], direct[1], payload, direct[2], conc, n, steady))
                 g, cpu = run_with_cpu(stop.proc.pid, run_streams(gateway[0], gateway[1], gw_payload, gateway[2], conc, n, steady))
                 cpu_ms = cpu * 1000 / (g["n"] + 1)  # + the warm-up stream
                 for name, r in (("direct ", d), ("gateway", g)):
                     print(f"concurrency {label}: {name} n={r['n']:>4} TTFT p50 {r['ttft_p50_ms']:.2f} ms p99 {r['ttft_p99_ms']:.2f} ms"
                           f"  total p50 {r['total_p50_ms']:.2f} ms p99 {r['total_p99_ms']:.2f} ms  errors {r['errors']}")
                 print(f"concurrency {label}: added   TTFT p50 {g['ttft_p50_ms'] - d['ttft_p50_ms']:.2f} ms"
-                      f"  total p50 {g['total_p50_ms'] - d['total_p50_ms']:.2f} ms  (gateway process CPU {cpu_ms:.2f} ms per stream)")
+                      f"  total p50 {g['total_p50_ms'] - d['total_p50_ms']:.2f} ms  (gateway CPU {cpu_ms:.2f} ms per stream)")
     finally:
         stop()
         fake.terminate()

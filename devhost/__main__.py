@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 # Standard library only until the settings are in the environment.
+from devhost import workers
 from devhost.settings import SettingsError, load_local_settings, read_route_prefix
 
 LISTENING = "devhost listening on"  # start_devhost() waits for this line
@@ -44,6 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="host.json to read extensions.http.routePrefix from (default ./host.json)")
     parser.add_argument("--demo", action="store_true", help="start the demo (devhost.demo.start_demo()) first")
     parser.add_argument("--log-level", default="INFO", help="log level for the app and host (default INFO)")
+    parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # a worker process (devhost.workers)
     return parser.parse_args(argv)
 
 
@@ -81,6 +83,15 @@ def import_app(spec: str):
     return apps[0]
 
 
+def setup_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def fail(message: str, code: int = 2) -> int:
     print(f"devhost: error: {message}", file=sys.stderr, flush=True)
     return code
@@ -88,6 +99,9 @@ def fail(message: str, code: int = 2) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.worker_fd is not None:
+        return serve_worker(args)
+    from_file = None
     if not args.no_settings:
         path = Path(args.settings) if args.settings else Path("local.settings.json")
         try:
@@ -98,17 +112,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Loaded {len(loaded.applied)} app setting(s) from {loaded.path}"
                   + (f"; kept the environment's value for: {', '.join(loaded.skipped)}" if loaded.skipped else ""),
                   flush=True)
+            from_file = loaded.path if workers.SETTING in loaded.applied else None
     try:
         route_prefix = read_route_prefix(args.host_json)
-    except SettingsError as exc:
+        count = workers.worker_count(os.environ, f"from {from_file}" if from_file else "from the environment")
+    except (SettingsError, ValueError) as exc:
         return fail(str(exc))
 
-    import logging
-
-    logging.basicConfig(level=args.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    for name in ("uvicorn", "uvicorn.error"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    setup_logging(args.log_level)
 
     stop_demo = None
     if args.demo:
@@ -145,14 +156,34 @@ def main(argv: list[str] | None = None) -> int:
         if warning:
             print(warning, file=sys.stderr, flush=True)
         loop, http = server.engines()
-        print(f"{LISTENING} {url} ({loop}, {http}, 1 worker; Ctrl+C to stop)", flush=True)
-        server.run_forever(asgi, sock)
-        return 0
+        print(f"{LISTENING} {url} ({loop}, {http}, {count} worker{'s' if count > 1 else ''}; Ctrl+C to stop)",
+              flush=True)
+        if count == 1:
+            server.run_forever(asgi, sock)
+            return 0
+        children = workers.start_workers(sock, count, ["--app", args.app, "--host-json", args.host_json,
+                                                       "--log-level", args.log_level])
+        sock.close()
+        return workers.supervise(children, server.GRACEFUL_SHUTDOWN_S)
     finally:
         if callable(stop_demo):
             stop_demo()
         elif stop_demo is not None and callable(getattr(stop_demo, "stop", None)):
             stop_demo.stop()
+
+
+def serve_worker(args: argparse.Namespace) -> int:
+    """One of several worker processes: settings are already in the environment its parent
+    gave it, and the parent has printed the banner."""
+    from devhost import server
+    from devhost.app import build_asgi
+
+    setup_logging(args.log_level)
+    workers.exit_with_parent()
+    sock = workers.inherited_socket(args.worker_fd)
+    asgi = build_asgi(import_app(args.app), read_route_prefix(args.host_json))
+    server.run_forever(asgi, sock)
+    return 0
 
 
 def print_banner(asgi, url: str) -> None:

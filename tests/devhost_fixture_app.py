@@ -54,6 +54,11 @@ async def setting(req: Request) -> Response:
     return JSONResponse({"value": os.environ.get(req.path_params["name"])})
 
 
+@app.route(route="pid", methods=["GET"])
+async def pid(req: Request) -> Response:
+    return JSONResponse({"pid": os.getpid()})
+
+
 @app.route(route="stream/{gate}", methods=["GET"])
 async def stream(req: Request) -> Response:
     gate = GATES.get(req.path_params["gate"])

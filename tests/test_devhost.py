@@ -356,8 +356,81 @@ def test_settings_file_and_environment_precedence(tmp_path):
     assert "kept the environment's value for: DEVHOST_T_B" in stop.output()
 
 
-def _run_cli(*args: str, cwd=PROJECT_ROOT) -> subprocess.CompletedProcess[str]:
+def _worker_pids(base_url: str, want: int, attempts: int = 200) -> set[int]:
+    """The pids answering /api/pid over fresh connections (at most `attempts`)."""
+    pids: set[int] = set()
+    for _ in range(attempts):
+        status, body = _fetch(base_url + "/api/pid")
+        assert status == 200
+        pids.add(json.loads(body)["pid"])
+        if len(pids) >= want:
+            break
+    return pids
+
+
+def _gone(pids: set[int], within: float = 10.0) -> bool:
+    import psutil
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_worker_process_count_serves_one_port_from_that_many_processes():
+    import psutil
+
+    base_url, stop = start_devhost(app="tests.devhost_fixture_app:app", ready_path="/api/pid",
+                                   env={"FUNCTIONS_WORKER_PROCESS_COUNT": "2"})
+    try:
+        children = {c.pid for c in psutil.Process(stop.proc.pid).children()}
+        pids = _worker_pids(base_url, want=2)
+        assert len(pids) == 2 and pids == children  # the workers answer; the parent only supervises
+    finally:
+        stop()
+    assert stop.proc.returncode == 0
+    assert "2 workers; Ctrl+C to stop" in stop.output()
+    assert _gone(children)
+
+
+def test_worker_processes_end_with_their_parent_even_when_it_is_killed():
+    import psutil
+
+    base_url, stop = start_devhost(app="tests.devhost_fixture_app:app", ready_path="/api/pid",
+                                   env={"FUNCTIONS_WORKER_PROCESS_COUNT": "2"})
+    try:
+        children = {c.pid for c in psutil.Process(stop.proc.pid).children()}
+        assert len(children) == 2
+        _worker_pids(base_url, want=1)
+        stop.proc.kill()
+        stop.proc.wait(5)
+        assert _gone(children)
+    finally:
+        stop()
+
+
+@pytest.mark.parametrize("value", ["0", "11", "two", "-1"])
+def test_a_bad_worker_process_count_names_the_setting_and_where_it_came_from(tmp_path, value):
+    result = _run_cli("--port", "0", "--no-settings", extra_env={"FUNCTIONS_WORKER_PROCESS_COUNT": value})
+    assert result.returncode == 2 and "listening" not in result.stdout
+    assert f"FUNCTIONS_WORKER_PROCESS_COUNT must be a whole number from 1 to 10 (from the environment), got {value!r}" in result.stderr
+    settings = _write(tmp_path / "local.settings.json",
+                      json.dumps({"Values": {"FUNCTIONS_WORKER_PROCESS_COUNT": value}}))
+    result = _run_cli("--port", "0", "--settings", str(settings), extra_env={"FUNCTIONS_WORKER_PROCESS_COUNT": None})
+    assert result.returncode == 2
+    assert f"(from {settings})" in result.stderr
+
+
+def _run_cli(*args: str, cwd=PROJECT_ROOT, extra_env=None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
+    for key, value in (extra_env or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     return subprocess.run([sys.executable, "-m", "devhost", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=30)
 
