@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         except (DevHostError, ValueError) as exc:
             return fail(str(exc))
         try:
-            sock = server.bind_socket(args.host, args.port)
+            sock = server.bind_socket(args.host, args.port, reuse_port=count > 1)
+            socks = [sock] + [server.bind_socket(args.host, sock.getsockname()[1], reuse_port=True)
+                              for _ in range(count - 1)]
         except OSError as exc:
             return fail(f"cannot listen on {args.host}:{args.port}: {exc}", 1)
 
@@ -161,9 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         if count == 1:
             server.run_forever(asgi, sock)
             return 0
-        children = workers.start_workers(sock, count, ["--app", args.app, "--host-json", args.host_json,
-                                                       "--log-level", args.log_level])
-        sock.close()
+        children = workers.start_workers(socks, ["--app", args.app, "--host-json", args.host_json,
+                                                 "--log-level", args.log_level])
+        for listener in socks:
+            listener.close()  # the workers hold their own copies
         return workers.supervise(children, server.GRACEFUL_SHUTDOWN_S)
     finally:
         if callable(stop_demo):

@@ -44,11 +44,15 @@ def engines() -> tuple[str, str]:
     return loop, http
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket (port 0: any free port), so the real port is known before serving."""
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening socket (port 0: any free port), so the real port is known before serving.
+    `reuse_port`: one of several sockets on the same port, among which the kernel spreads new
+    connections (SO_REUSEPORT)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host.strip("[]"), port))
         sock.listen(2048)

@@ -2,10 +2,12 @@
 
 The Functions host starts that many Python worker processes (default 1, at most 10), each
 importing the app on its own, and spreads invocations over them: the way a Python app uses
-more than one core. This host does the same with processes: the parent binds the socket and
-starts `python -m devhost --worker-fd N` children that inherit it; the kernel hands each new
-connection to one of them. Each process keeps its own in-memory state (breakers, latency,
-ledger), exactly as separate worker processes do in Azure.
+more than one core. This host does the same with processes: the parent binds one listening
+socket per worker on the same port (SO_REUSEPORT) and starts `python -m devhost --worker-fd N`
+children, each inheriting its own; the kernel spreads new connections evenly over them (a
+socket shared by all would hand most connections to whichever process wakes first). Each
+process keeps its own in-memory state (breakers, latency, ledger), exactly as separate worker
+processes do in Azure.
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ def worker_count(env: Mapping[str, str], source: str) -> int:
     return int(raw)
 
 
-def start_workers(sock: socket.socket, count: int, args: Sequence[str]) -> list[subprocess.Popen]:
-    """`count` children serving `sock`; `args` are the devhost options they share."""
-    fd = sock.fileno()
-    cmd = [sys.executable, "-m", "devhost", *args, "--no-settings", "--worker-fd", str(fd)]
-    return [subprocess.Popen(cmd, pass_fds=(fd,), stdin=subprocess.DEVNULL) for _ in range(count)]
+def start_workers(socks: Sequence[socket.socket], args: Sequence[str]) -> list[subprocess.Popen]:
+    """One child per listening socket; `args` are the devhost options they share."""
+    children = []
+    for sock in socks:
+        fd = sock.fileno()
+        cmd = [sys.executable, "-m", "devhost", *args, "--no-settings", "--worker-fd", str(fd)]
+        children.append(subprocess.Popen(cmd, pass_fds=(fd,), stdin=subprocess.DEVNULL))
+    return children
 
 
 def supervise(children: list[subprocess.Popen], grace: float) -> int:

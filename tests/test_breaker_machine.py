@@ -158,6 +158,30 @@ def test_aggregated_delta_counts_like_single_outcomes():
     assert tr is not None and s.state == m.OPEN
 
 
+def test_counting_outcomes_changes_only_the_counts():
+    import dataclasses
+
+    st = BreakerSettings.from_dict({"min_calls": 100, "consecutive_failures": 100})
+    values = dict(state=m.CLOSED, epoch=7, state_since=T0 - 5, buckets=((T0 - 1, 3, 1),),
+                  consecutive_failures=1, open_until=T0 - 100, consecutive_opens=2,
+                  last_failure_class="timeout", probe_holder="old#1", probe_expires=T0 - 50,
+                  last_cause="probe succeeded")
+    assert set(values) == {f.name for f in dataclasses.fields(BreakerState)}  # a new field belongs here too
+    before = BreakerState(**values)
+    for ok in (True, False):
+        d = Outcomes()
+        d.add(ok, T0, st, 7, None if ok else "http_503")
+        after, tr = m.apply_outcomes(before, d, st, T0)
+        assert tr is None
+        counts = {"buckets", "consecutive_failures", "last_failure_class"}
+        for f in dataclasses.fields(BreakerState):
+            if f.name not in counts:
+                assert getattr(after, f.name) == getattr(before, f.name), f.name
+        assert after.window_counts(st, T0) == (4, 1 if ok else 2)
+        assert after.consecutive_failures == (0 if ok else 2)
+        assert after.last_failure_class == ("timeout" if ok else "http_503")
+
+
 def test_outcomes_of_a_past_epoch_are_not_counted():
     f = Flow(consecutive_failures=1)
     d = Outcomes()

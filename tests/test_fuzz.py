@@ -125,6 +125,42 @@ def test_parser_any_chat_shaped_body_is_accepted_or_a_4xx(body, headers):
     check_parser(json.dumps(body).encode(), headers)
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal, and of the same types all the way down (1 == 1.0 does not count); NaN equals NaN."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and a != a:
+        return b != b
+    return a == b
+
+
+big_ints = st.integers(min_value=-(10**40), max_value=10**40)
+exact_values = st.recursive(
+    scalars | big_ints,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.dictionaries(st.text(max_size=8), exact_values, max_size=6), st.booleans())
+def test_a_body_is_read_exactly_as_the_standard_library_reads_it(body, ascii_only):
+    raw = json.dumps(body, ensure_ascii=ascii_only).encode()
+    assert _same(decode_body(raw, LIMITS), json.loads(raw))
+
+
+@pytest.mark.parametrize("value", ["123456789012345678901234567890", "-9223372036854775809", "18446744073709551616",
+                                   "NaN", "1e400", '"\\ud800"'])
+def test_values_a_fast_parser_would_change_reach_the_request_as_sent(value):
+    raw = ('{"messages": [{"role": "user", "content": "hi"}], "metadata": {"v": %s}}' % value).encode()
+    request = parse_chat_request(decode_body(raw, LIMITS), LIMITS, {})
+    assert _same(request.params["metadata"], json.loads(raw)["metadata"])
+
+
 @pytest.mark.parametrize("raw", [
     b"[" * 100_000, b'{"a":' * 50_000, b"1" * 5000, b'{"messages": 1e999999}', b"\xff\xfe{}", b'"\\ud800"',
     b'{"messages": [{"role": "user", "content": "\\ud800"}], "max_tokens": 1' + b"0" * 5000 + b"}",

@@ -48,8 +48,21 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-async def _read_body(req: Request, limit: int) -> bytes:
-    declared = req.headers.get("content-length")
+_ROUTING_HEADERS = frozenset({b"content-length", b"x-task-type", b"x-routing-strategy"})
+
+
+def _routing_headers(req: Request) -> dict[str, str]:
+    """The request headers the chat endpoints read, first value of each, in one pass over the
+    ASGI headers (lower-case names, as ASGI servers deliver them) instead of a Starlette
+    `Headers` object and a scan per lookup."""
+    found: dict[str, str] = {}
+    for name, value in req.scope["headers"]:
+        if name in _ROUTING_HEADERS:
+            found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return found
+
+
+async def _read_body(req: Request, limit: int, declared: str | None) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
     parts = []
@@ -64,8 +77,9 @@ async def _read_body(req: Request, limit: int) -> bytes:
 
 async def _chat_request(req: Request, gateway: Gateway):
     limits = gateway.config.limits
-    body = decode_body(await _read_body(req, limits.max_body_bytes), limits)
-    return parse_chat_request(body, limits, req.headers)
+    headers = _routing_headers(req)
+    body = decode_body(await _read_body(req, limits.max_body_bytes, headers.get("content-length")), limits)
+    return parse_chat_request(body, limits, headers)
 
 
 @_endpoint

@@ -2,7 +2,8 @@
 
 Every problem becomes an `InvalidRequest` (400) or `PayloadTooLarge` (413) naming
 the offending parameter, before any provider is called. Unknown OpenAI fields
-are kept and forwarded to OpenAI-kind providers; nothing is dropped silently.
+are kept and forwarded to OpenAI-kind providers; nothing is dropped silently, and every
+value is read exactly as the standard library reads it (`jsonio.loads_exact`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from shared import jsonio
 from shared.config import Limits
 from shared.errors import InvalidRequest, PayloadTooLarge
 from shared.providers.base import ChatRequest
@@ -34,7 +36,7 @@ def decode_body(raw: bytes, limits: Limits) -> dict[str, Any]:
     if not raw.strip():
         raise InvalidRequest("request body is empty; send a JSON object", code="invalid_json")
     try:
-        body = json.loads(raw)
+        body = jsonio.loads_exact(raw)
     except (ValueError, RecursionError) as exc:
         where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         raise InvalidRequest(f"request body is not valid JSON{where}", code="invalid_json") from None

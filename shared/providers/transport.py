@@ -105,7 +105,8 @@ async def post_json(
                 deadline.reschedule(None)
                 await _raise_status(provider, resp)
             reading = True
-            deadline.reschedule(loop.time() + timeouts.total_seconds)
+            if not resp.content.is_eof():  # a small body usually came with the headers: no new timer
+                deadline.reschedule(loop.time() + timeouts.total_seconds)
             raw = await _read_body(provider, resp, max_bytes)
     except TimeoutError:
         if reading:

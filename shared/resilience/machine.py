@@ -182,6 +182,18 @@ def _prune(buckets: dict[float, list[int]], settings: BreakerSettings, now: floa
     return tuple((start, c, f) for start, (c, f) in sorted(buckets.items()) if start + width > horizon)
 
 
+def _counted(s: BreakerState, buckets: tuple[tuple[float, int, int], ...], consecutive: int,
+             last_failure_class: str | None) -> BreakerState:
+    """`replace(s, buckets=..., consecutive_failures=..., last_failure_class=...)`, spelled out:
+    this runs on every recorded outcome, and the generic `replace` costs several times more."""
+    return BreakerState(
+        state=s.state, epoch=s.epoch, state_since=s.state_since, buckets=buckets,
+        consecutive_failures=consecutive, open_until=s.open_until, consecutive_opens=s.consecutive_opens,
+        last_failure_class=last_failure_class, probe_holder=s.probe_holder, probe_expires=s.probe_expires,
+        last_cause=s.last_cause,
+    )
+
+
 def apply_outcomes(
     s: BreakerState, d: Outcomes, settings: BreakerSettings, now: float, *, any_epoch: bool = False
 ) -> tuple[BreakerState, Transition | None]:
@@ -204,10 +216,7 @@ def apply_outcomes(
             b[0] += c
             b[1] += f
         consecutive = d.trailing_failures if d.successes else s.consecutive_failures + d.failures
-        s = replace(
-            s, buckets=_prune(merged, settings, now), consecutive_failures=consecutive,
-            last_failure_class=d.last_failure_class or s.last_failure_class,
-        )
+        s = _counted(s, _prune(merged, settings, now), consecutive, d.last_failure_class or s.last_failure_class)
     before = CLOSED
     cause = trip_cause(s, settings, now)
     if cause is not None:
