@@ -5,7 +5,8 @@
     .venv/bin/python bench/bench_floor.py --quick                              # shorter runs
 
 A raw ASGI app (no Starlette, no routing, no validation, no breakers, no telemetry) that
-forwards the request body to the fake provider with the shared aiohttp session and returns
+forwards the request body to the provider stand-in (the same ones as `bench_gateway.py`: the
+canned provider, or the tests' fake for streams) with one aiohttp session and returns
 the provider's bytes, served by uvicorn (uvloop, httptools) exactly as the local host
 serves the gateway. Whatever this proxy cannot reach, the gateway cannot either: it is the
 cost of one inbound HTTP request plus one outbound aiohttp call in Python on this machine,

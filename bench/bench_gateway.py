@@ -1,18 +1,21 @@
 """Gateway benchmark: added latency and throughput over calling the provider directly.
 
     .venv/bin/python bench/bench_gateway.py                    # non-streamed: c=1 and c=32
+    .venv/bin/python bench/bench_gateway.py --workers 2        # the same with two worker processes
     .venv/bin/python bench/bench_gateway.py --mode stream      # 200-chunk streams: TTFT and total
     .venv/bin/python bench/bench_gateway.py --quick            # shorter runs
 
-Three processes on this machine, all on 127.0.0.1: a fake OpenAI-compatible provider
-(`python -m tests.fakes.llm`), the gateway (`python -m devhost`, serving function_app.py with
-one provider, memory breaker store and ledger, telemetry off) and this load generator.
-The same client sends the same request to the provider directly and through the gateway;
-"added" is the difference of the two latency distributions at the same percentile.
-The non-streamed client is a minimal keep-alive HTTP/1.1 client (asyncio streams), so the
-generator costs as little CPU as possible; streams use aiohttp. Streams at concurrency 32 run
-twice: a burst (all 32 start together) and steady (starts spread over one stream's duration;
-see `run_streams`).
+Three kinds of process on this machine, all on 127.0.0.1: a stand-in OpenAI-compatible
+provider, the gateway (`python -m devhost`, serving function_app.py with one provider, memory
+breaker store and ledger, telemetry off; `--workers` sets FUNCTIONS_WORKER_PROCESS_COUNT) and
+this load generator. The same client sends the same request to the provider directly and
+through the gateway; "added" is the difference of the two latency distributions at the same
+percentile. Everything the machine spends on the stand-ins is taken from the gateway, so they
+are as cheap as they can be: non-streamed runs use the canned provider
+(`bench.canned_provider`) and a keep-alive HTTP/1.1 client written as a bare asyncio protocol;
+streams need pacing, so they use the tests' wire-level fake (`tests.fakes.llm`) and aiohttp.
+Every client runs on uvloop. Streams at concurrency 32 run twice: a burst (all 32 start
+together) and steady (starts spread over one stream's duration; see `run_streams`).
 """
 
 from __future__ import annotations
@@ -105,6 +108,8 @@ class RawClient(asyncio.Protocol):
             self.waiter.set_exception(ConnectionError("the server closed the connection"))
 
     async def send(self) -> int:
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionError("the connection is closed")
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(self.request)
         return await self.waiter
