@@ -1,4 +1,4 @@
-"""Several worker processes on one listening socket, as `FUNCTIONS_WORKER_PROCESS_COUNT` gives.
+"""Several worker processes serving one port, as `FUNCTIONS_WORKER_PROCESS_COUNT` gives.
 
 The Functions host starts that many Python worker processes (default 1, at most 10), each
 importing the app on its own, and spreads invocations over them: the way a Python app uses
