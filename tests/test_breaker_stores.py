@@ -209,6 +209,60 @@ async def test_background_loop_and_close_flush_pending_outcomes(store):
         assert got is not None and got[0].consecutive_failures == 1
 
 
+class GatedStore(MemoryBreakerStore):
+    """A memory store whose list query counts its calls and can be made to hang."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lists = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def list(self):
+        self.lists += 1
+        await self.gate.wait()
+        return await super().list()
+
+
+async def _until(condition, what: str) -> None:
+    for _ in range(400):  # bounded wait for the background task (5 ms ticks)
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    pytest.fail(what)
+
+
+async def test_the_background_task_reads_ahead_so_no_request_waits_for_the_store():
+    clock = Clock()
+    store = GatedStore()
+    st = BreakerSettings.from_dict({"cache_staleness_seconds": 1.0})
+    b = Breakers(store, settings_for=lambda _p: st, clock=clock, instance_id="ahead", flush_tick=0.005,
+                 store_timeout=5.0)
+    await b.start()
+    try:
+        assert (await b.admit("a")).allowed  # first look: read inline
+        assert store.lists == 1
+        clock.advance(0.999)  # the view goes stale within one tick: the loop reads it again
+        assert (await b.admit("a")).allowed
+        await _until(lambda: store.lists == 2, "the background task did not read ahead")
+        store.gate.clear()  # from now on a list query hangs
+        clock.advance(0.5)  # a request now would have found a view read 1.5 s ago
+        adm = await asyncio.wait_for(b.admit("a"), 0.5)  # without reading ahead: stuck on the store
+        assert adm.allowed and store.lists == 2
+        store.gate.set()
+
+        clock.advance(0.6)  # quiet for longer than the read-ahead window: no more reads
+        clock.advance(10.0)
+        before = store.lists
+        await asyncio.sleep(0.05)  # ten ticks of the loop
+        assert store.lists == before
+        assert (await b.admit("a")).allowed  # the first request after the quiet spell reads inline
+        assert store.lists == before + 1
+    finally:
+        store.gate.set()
+        await b.close()
+
+
 async def test_transition_log_event_and_a_failing_hook(store, caplog):
     clock = Clock()
 

@@ -11,7 +11,8 @@ How the cost stays low (see docs/breakers.md):
   its last flush; decisions use that view, so a steady-state `admit` makes no store call;
 - the view is re-read when older than `cache_staleness_seconds`: one list query
   refreshes every provider (one store call per instance per staleness period, only
-  while requests arrive);
+  while requests arrive); the background task (`start()`) makes that read a tick before
+  the view goes stale, so under steady traffic no request waits for the store;
 - outcomes are flushed in aggregate, one read-modify-write per provider: failures every
   `flush_interval_seconds`, successes-only deltas every window bucket (window/10), and
   at once when the local view trips;
@@ -48,6 +49,9 @@ Op = Callable[[BreakerState], tuple[BreakerState, Transition | None]]
 
 _DEFAULT = BreakerSettings()
 _MAX_REPLAY = 16
+_REFRESH_AHEAD_IDLE_S = 10.0
+"""The background task re-reads views ahead of time only while an `admit` came this recently:
+an idle instance makes no reads, and its first request after a quiet spell reads inline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,7 @@ class Breakers:
         self._closing = False
         self._refresh_lock = asyncio.Lock()
         self._next_refresh_at = -math.inf
+        self._last_admit = -math.inf
         self.degraded = False
         self.degraded_since: float | None = None
         self.last_store_error: str | None = None
@@ -157,13 +162,26 @@ class Breakers:
         while not self._closing:  # ends with close()
             await asyncio.sleep(self._tick)
             await self.flush(due_only=True)
+            await self._refresh_ahead()
+
+    async def _refresh_ahead(self) -> None:
+        """Re-read every view within a tick of going stale, while requests are arriving, so
+        that the request which would find it stale does not make (and wait for) the read."""
+        if self.degraded or self._closing or self._refresh_lock.locked() or not self._entries:
+            return
+        now = self._clock()
+        if now - self._last_admit > _REFRESH_AHEAD_IDLE_S:
+            return
+        due = min(e.synced_at + self._settings_for(p).cache_staleness_seconds for p, e in self._entries.items())
+        if now + self._tick >= due:
+            await self._refresh_all(now)
 
     # --- the router's calls ---------------------------------------------------------
 
     async def admit(self, provider: str) -> Admission:
         """May this attempt go to `provider`? Never raises; fails open on a bug."""
         try:
-            now = self._clock()
+            now = self._last_admit = self._clock()
             e = self._entries.get(provider)
             if e is None:
                 e = self._entries[provider] = _Entry(provider, now)
