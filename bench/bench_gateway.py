@@ -12,7 +12,8 @@ this load generator. The same client sends the same request to the provider dire
 through the gateway; "added" is the difference of the two latency distributions at the same
 percentile. Everything the machine spends on the stand-ins is taken from the gateway, so they
 are as cheap as they can be: non-streamed runs use the canned provider
-(`bench.canned_provider`) and a keep-alive HTTP/1.1 client written as a bare asyncio protocol;
+(`bench.canned_provider`) and a keep-alive HTTP/1.1 client written as a bare asyncio protocol
+(httptools parsing the responses);
 streams need pacing, so they use the tests' wire-level fake (`tests.fakes.llm`) and aiohttp.
 Every client runs on uvloop. Streams at concurrency 32 run twice: a burst (all 32 start
 together) and steady (starts spread over one stream's duration; see `run_streams`).
@@ -29,6 +30,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import httptools
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -61,10 +64,11 @@ def start_canned() -> tuple[subprocess.Popen, str]:
 
 
 class RawClient(asyncio.Protocol):
-    """Keep-alive HTTP/1.1 POST with a fixed body; reads Content-Length responses.
+    """Keep-alive HTTP/1.1 POST with a fixed body; returns each response's status.
 
-    A bare asyncio protocol (run on uvloop): the load generator shares the two cores with the
-    gateway and the fake, so it should spend as little CPU per request as it can.
+    A bare asyncio protocol (run on uvloop) with httptools parsing the responses: the load
+    generator shares the two cores with the gateway and the fake, so it should spend as
+    little CPU per request as it can.
     """
 
     def __init__(self, url: str, path: str, body: bytes, headers: dict[str, str]) -> None:
@@ -75,9 +79,7 @@ class RawClient(asyncio.Protocol):
         head += f"Content-Length: {len(body)}\r\n\r\n"
         self.request = head.encode() + body
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.need = 0  # bytes of the whole response once its head is in; 0 while it is not
-        self.status = 0
+        self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future | None = None
 
     async def connect(self) -> None:
@@ -87,25 +89,22 @@ class RawClient(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if not self.need:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(self.buffer[:end]).lower()
-            self.status = int(head[9:12])
-            at = head.find(b"\r\ncontent-length:")
-            length = int(head[at + 17:].split(b"\r\n", 1)[0]) if at >= 0 else 0
-            self.need = end + 4 + length
-        if len(self.buffer) >= self.need:
-            del self.buffer[:self.need]
-            self.need = 0
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_result(self.status)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(ConnectionError(f"malformed response: {exc}"))
+            self.transport.close()
+
+    def on_message_complete(self) -> None:  # httptools callback: one whole response is in
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(self.parser.get_status_code())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionError("the server closed the connection"))
+
+    def _fail(self, exc: Exception) -> None:
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError("the server closed the connection"))
+            self.waiter.set_exception(exc)
 
     async def send(self) -> int:
         if self.transport is None or self.transport.is_closing():

@@ -251,8 +251,7 @@ async def test_the_background_task_reads_ahead_so_no_request_waits_for_the_store
         assert adm.allowed and store.lists == 2
         store.gate.set()
 
-        clock.advance(0.6)  # quiet for longer than the read-ahead window: no more reads
-        clock.advance(10.0)
+        clock.advance(10.6)  # quiet for longer than the read-ahead window: no more reads
         before = store.lists
         await asyncio.sleep(0.05)  # ten ticks of the loop
         assert store.lists == before
