@@ -1,22 +1,29 @@
-"""Gateway benchmark: added latency and throughput over calling the provider directly.
+"""Gateway benchmark: added latency, throughput and time to first token, beside a bare proxy.
 
     .venv/bin/python bench/bench_gateway.py                    # non-streamed: c=1 and c=32
     .venv/bin/python bench/bench_gateway.py --workers 2        # the same with two worker processes
-    .venv/bin/python bench/bench_gateway.py --mode stream      # 200-chunk streams: TTFT and total
+    .venv/bin/python bench/bench_gateway.py --mode stream --chunk-interval 0.005  # 200-chunk streams
     .venv/bin/python bench/bench_gateway.py --quick            # shorter runs
 
-Three kinds of process on this machine, all on 127.0.0.1: a stand-in OpenAI-compatible
+Four kinds of process on this machine, all on 127.0.0.1: a stand-in OpenAI-compatible
 provider, the gateway (`python -m devhost`, serving function_app.py with one provider, memory
-breaker store and ledger, telemetry off; `--workers` sets FUNCTIONS_WORKER_PROCESS_COUNT) and
-this load generator. The same client sends the same request to the provider directly and
-through the gateway; "added" is the difference of the two latency distributions at the same
-percentile. Everything the machine spends on the stand-ins is taken from the gateway, so they
-are as cheap as they can be: non-streamed runs use the canned provider
-(`bench.canned_provider`) and a keep-alive HTTP/1.1 client written as a bare asyncio protocol
-(httptools parsing the responses);
-streams need pacing, so they use the tests' wire-level fake (`tests.fakes.llm`) and aiohttp.
-Every client runs on uvloop. Streams at concurrency 32 run twice: a burst (all 32 start
-together) and steady (starts spread over one stream's duration; see `run_streams`).
+breaker store and ledger, telemetry off; `--workers` sets FUNCTIONS_WORKER_PROCESS_COUNT), the
+floor (`bench.floor_proxy`: a bare uvicorn + aiohttp pass-through proxy with no gateway logic)
+and this load generator. The same client sends the same request to three targets: the
+provider directly, through the floor proxy and through the gateway. "Added" is a target's
+latency minus the direct call's at the same percentile.
+
+The three targets are measured in interleaved rounds (direct, proxy, gateway; then rotated),
+and each figure pools its rounds. This machine's speed drifts by tens of percent over minutes;
+measured one after another, two targets would differ by whatever the machine did in between,
+and interleaving cancels that drift out of the comparison.
+
+Everything the machine spends on the stand-ins is taken from the gateway, so they are as cheap
+as they can be: the provider is the canned one (`bench.canned_provider`: one completion, or a
+paced stream of 200 chunks), and the client a keep-alive HTTP/1.1 client written as a bare
+asyncio protocol (httptools parsing the responses), both on uvloop. Streams at concurrency 32
+run steady: the 32 workers' first starts are spread over one stream's duration and only the
+streams started while all 32 are in flight count (see `run_streams`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httptools
@@ -51,27 +59,23 @@ def _start_provider(module: str, *args: str) -> tuple[subprocess.Popen, str]:
     return proc, m.group(1)
 
 
-def start_fake(chunks: int, reply: str | None, chunk_interval: float = 0.0) -> tuple[subprocess.Popen, str]:
-    """The tests' wire-level fake (`tests.fakes.llm`): used for streams."""
-    args = ["--name", "bench", "--key", "bench-key", "--chunks", str(chunks), "--seconds", "900",
-            "--chunk-interval", str(chunk_interval)]
-    return _start_provider("tests.fakes.llm", *args, *(["--reply", reply] if reply else []))
-
-
-def start_canned() -> tuple[subprocess.Popen, str]:
-    """The canned provider (`bench.canned_provider`): used for non-streamed throughput."""
-    return _start_provider("bench.canned_provider", "--key", "bench-key")
+def start_canned(chunks: int = 200, chunk_interval: float = 0.0) -> tuple[subprocess.Popen, str]:
+    """The canned provider (`bench.canned_provider`): completions, and streams of `chunks`
+    content chunks `chunk_interval` seconds apart."""
+    return _start_provider("bench.canned_provider", "--key", "bench-key", "--chunks", str(chunks),
+                           "--chunk-interval", str(chunk_interval))
 
 
 class RawClient(asyncio.Protocol):
     """Keep-alive HTTP/1.1 POST with a fixed body; returns each response's status.
 
     A bare asyncio protocol (run on uvloop) with httptools parsing the responses: the load
-    generator shares the two cores with the gateway and the fake, so it should spend as
-    little CPU per request as it can.
+    generator shares the two cores with the gateway and the provider, so it should spend as
+    little CPU per request as it can. With `watch_content`, it also notes when the first
+    server-sent event with content arrived (`first`, a `time.perf_counter()` value).
     """
 
-    def __init__(self, url: str, path: str, body: bytes, headers: dict[str, str]) -> None:
+    def __init__(self, url: str, path: str, body: bytes, headers: dict[str, str], watch_content: bool = False) -> None:
         m = re.match(r"http://([^:/]+):(\d+)", url)
         self.host, self.port = m.group(1), int(m.group(2))
         head = f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
@@ -81,6 +85,9 @@ class RawClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future | None = None
+        self.watch_content = watch_content
+        self.first: float | None = None
+        self._partial = b""
 
     async def connect(self) -> None:
         await asyncio.get_running_loop().create_connection(lambda: self, self.host, self.port)
@@ -94,6 +101,14 @@ class RawClient(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(ConnectionError(f"malformed response: {exc}"))
             self.transport.close()
+
+    def on_body(self, body: bytes) -> None:  # httptools callback: a piece of the (de-chunked) body
+        if not self.watch_content or self.first is not None:
+            return
+        lines = (self._partial + body).split(b"\n")
+        self._partial = lines.pop()
+        if any(b'"content":"' in line and b'"content":""' not in line for line in lines):
+            self.first = time.perf_counter()
 
     def on_message_complete(self) -> None:  # httptools callback: one whole response is in
         if self.waiter is not None and not self.waiter.done():
@@ -109,6 +124,7 @@ class RawClient(asyncio.Protocol):
     async def send(self) -> int:
         if self.transport is None or self.transport.is_closing():
             raise ConnectionError("the connection is closed")
+        self.first, self._partial = None, b""
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(self.request)
         return await self.waiter
@@ -132,6 +148,8 @@ def pct(values: list[float], p: float) -> float:
 
 async def run_load(url: str, path: str, body: bytes, headers: dict[str, str], concurrency: int,
                    requests: int, seconds: float) -> dict:
+    """`requests` POSTs over `concurrency` kept-alive connections (at most `seconds`):
+    each latency in seconds, the errors (non-200 answers) and the elapsed time."""
     clients = [RawClient(url, path, body, headers) for _ in range(concurrency)]
     for c in clients:
         await c.connect()
@@ -158,49 +176,60 @@ async def run_load(url: str, path: str, body: bytes, headers: dict[str, str], co
     elapsed = time.perf_counter() - t0
     for c in clients:
         c.close()
-    return {"n": len(latencies), "errors": errors, "rps": len(latencies) / elapsed,
+    return {"n": len(latencies), "errors": errors, "rps": len(latencies) / elapsed, "elapsed": elapsed,
+            "served": len(latencies) + concurrency, "latency": latencies,
             "p50_ms": pct(latencies, 50) * 1000, "p99_ms": pct(latencies, 99) * 1000}
 
 
 async def run_streams(url: str, path: str, payload: dict, headers: dict[str, str], concurrency: int,
                       total: int, steady: bool = False) -> dict:
-    """`total` streams over `concurrency` connections, each worker running its share in turn.
+    """`total` streams over `concurrency` kept-alive connections, each worker running its share
+    in turn, after one warm-up stream. Time to first token is the arrival of the first event
+    with content.
 
-    Burst (the default): every worker starts at once, so the first streams queue behind each
-    other's set-up. Steady: the workers' first starts are spread evenly over one stream's
-    duration (measured by the warm-up stream), so `concurrency` streams are in flight at
-    different stages, as in a service under constant load.
+    Steady: the workers' first starts are spread evenly over one stream's duration (the
+    warm-up's), and only the streams that started while every worker was running count, so
+    each counted stream began with `concurrency` streams in flight at different stages, as in
+    a service under constant load.
     """
-    import aiohttp
-
-    ttfts, totals = [], []
+    body = json.dumps(payload).encode()
+    clients = [RawClient(url, path, body, headers, watch_content=True) for _ in range(concurrency)]
+    for c in clients:
+        await c.connect()
+    records: list[tuple[float, float, float]] = []  # (start, ttft, total)
     errors = 0
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-        async def one() -> None:
-            nonlocal errors
-            t0 = time.perf_counter()
-            first = None
-            async with session.post(url + path, json=payload, headers=headers) as resp:
-                if resp.status != 200:
-                    errors += 1
-                async for line in resp.content:
-                    if first is None and b'"content":"' in line and b'"content":""' not in line:
-                        first = time.perf_counter()
-            totals.append(time.perf_counter() - t0)
-            ttfts.append((first or time.perf_counter()) - t0)
 
-        async def worker(k: int, count: int, spread: float) -> None:
+    async def one(c: RawClient) -> float:
+        nonlocal errors
+        t0 = time.perf_counter()
+        if await c.send() != 200:
+            errors += 1
+        end = time.perf_counter()
+        records.append((t0, (c.first or end) - t0, end - t0))
+        return end - t0
+
+    spread = await one(clients[0])  # warm-up
+    records.clear()
+    counts = [total // concurrency + (k < total % concurrency) for k in range(concurrency)]
+    running: list[tuple[float, float]] = []
+
+    async def worker(k: int) -> None:
+        if steady:
             await asyncio.sleep(spread * k / concurrency)
-            for _ in range(count):
-                await one()
+        began = time.perf_counter()
+        for _ in range(counts[k]):
+            await one(clients[k])
+        running.append((began, time.perf_counter()))
 
-        await one()  # warm-up
-        spread = totals[0] if steady else 0.0
-        ttfts.clear(), totals.clear()
-        counts = [total // concurrency + (k < total % concurrency) for k in range(concurrency)]
-        await asyncio.gather(*(worker(k, c, spread) for k, c in enumerate(counts)))
-    return {"n": len(ttfts), "errors": errors, "ttft_p50_ms": pct(ttfts, 50) * 1000, "ttft_p99_ms": pct(ttfts, 99) * 1000,
-            "total_p50_ms": pct(totals, 50) * 1000, "total_p99_ms": pct(totals, 99) * 1000}
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    for c in clients:
+        c.close()
+    served = len(records) + 1
+    if steady:
+        lo, hi = max(b for b, _ in running), min(e for _, e in running)
+        records = [r for r in records if lo <= r[0] <= hi] or records
+    return {"n": len(records), "errors": errors, "served": served,
+            "TTFT": [r[1] for r in records], "total": [r[2] for r in records]}
 
 
 def process_cpu(pid: int) -> float:
@@ -211,20 +240,99 @@ def process_cpu(pid: int) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in (proc, *proc.children(recursive=True)))
 
 
-def run_with_cpu(pid: int, coro) -> tuple[dict, float]:
+def run_with_cpu(pid: int | None, coro) -> tuple[dict, float]:
     """`run(coro)`, and the CPU seconds process `pid` (with its workers) spent meanwhile."""
+    if pid is None:
+        return run(coro), 0.0
     before = process_cpu(pid)
     result = run(coro)
     return result, process_cpu(pid) - before
 
 
+@dataclass
+class Target:
+    """Where the load goes: the provider directly, the floor proxy or the gateway."""
+
+    name: str
+    url: str
+    path: str
+    headers: dict[str, str]
+    model: str
+    pid: int | None = None  # whose CPU to count
+
+
+@dataclass
+class Pool:
+    """One target's results pooled over the rounds."""
+
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    per_round: list[float] = field(default_factory=list)  # each round's p50 of the first metric
+    n: int = 0
+    served: int = 0
+    errors: int = 0
+    elapsed: float = 0.0
+    cpu: float = 0.0
+
+    def add(self, result: dict, cpu: float, metrics: tuple[str, ...]) -> None:
+        for m in metrics:
+            self.samples.setdefault(m, []).extend(result[m])
+        self.per_round.append(pct(result[metrics[0]], 50) * 1000)
+        self.n += result["n"]
+        self.served += result["served"]
+        self.errors += result["errors"]
+        self.elapsed += result.get("elapsed", 0.0)
+        self.cpu += cpu
+
+    def p(self, metric: str, q: float) -> float:
+        return pct(self.samples[metric], q) * 1000
+
+
+def interleaved(targets: list[Target], rounds: int, measure) -> dict[str, Pool]:
+    """`measure(target)` for every target in every round, the order rotated each round."""
+    pools = {t.name: Pool() for t in targets}
+    for r in range(rounds):
+        for t in targets[r % len(targets):] + targets[:r % len(targets)]:
+            result, cpu, metrics = measure(t)
+            pools[t.name].add(result, cpu, metrics)
+    return pools
+
+
+def report(prefix: str, pools: dict[str, Pool], metrics: tuple[str, ...], unit: str, digits: int) -> None:
+    """A line per target (its first metric's p50 and p99, the others' p50; the proxy's and
+    the gateway's added over direct, and CPU per `unit`), then each round's added p50."""
+    d = pools["direct"]
+    first = metrics[0]
+    for name, pool in pools.items():
+        line = (f"{prefix}: {name:<8} n={pool.n:>6} {first} p50 {pool.p(first, 50):.{digits}f} ms"
+                f"  p99 {pool.p(first, 99):.{digits}f} ms")
+        line += "".join(f"  {m} p50 {pool.p(m, 50):.{digits}f} ms" for m in metrics[1:])
+        if pool.elapsed:
+            line += f"  {pool.n / pool.elapsed:>6.0f} req/s"
+        line += f"  errors {pool.errors}"
+        if name != "direct":
+            line += f"  added {first} p50 {pool.p(first, 50) - d.p(first, 50):.{digits}f} ms"
+            line += f" p99 {pool.p(first, 99) - d.p(first, 99):.{digits}f} ms"
+            line += "".join(f"  {m} p50 {pool.p(m, 50) - d.p(m, 50):.{digits}f} ms" for m in metrics[1:])
+            line += f"  CPU {pool.cpu * 1000 / pool.served:.{digits}f} ms/{unit}"
+        print(line)
+    print_rounds(prefix, pools, f"added {first} p50")
+
+
+def print_rounds(prefix: str, pools: dict[str, Pool], what: str) -> None:
+    direct = pools["direct"].per_round
+    for name, pool in pools.items():
+        if name != "direct":
+            rounds = " ".join(f"{p - d:.2f}" for p, d in zip(pool.per_round, direct))
+            print(f"{prefix}: {name:<8} {what} by round: {rounds}")
+
+
 def stream_runs(paced: bool, quick: bool) -> list[tuple[int, int, bool, str]]:
-    """(concurrency, streams, steady, label) for the stream benchmarks."""
+    """(concurrency, streams per target per round, steady, label) for the stream benchmarks."""
     if quick:
-        runs = [(1, 10 if paced else 30, False), (32, 32 if paced else 96, False), (32, 64 if paced else 96, True)]
+        runs = [(1, 5 if paced else 15, False), (32, 64 if paced else 96, True)]
     else:
-        runs = [(1, 60 if paced else 100, False), (32, 64 if paced else 320, False), (32, 192 if paced else 320, True)]
-    return [(c, n, steady, f"{c:>2}" + (" steady" if steady else " burst " if c > 1 else "")) for c, n, steady in runs]
+        runs = [(1, 15 if paced else 25, False), (32, 128 if paced else 320, True)]
+    return [(c, n, steady, f"{c:>2}" + (" steady" if steady else "")) for c, n, steady in runs]
 
 
 def gateway_env(fake_url: str, workers: int = 1) -> dict[str, str | None]:
@@ -238,6 +346,17 @@ def gateway_env(fake_url: str, workers: int = 1) -> dict[str, str | None]:
             "FUNCTIONS_WORKER_PROCESS_COUNT": str(workers)}
 
 
+def start_floor(fake_url: str, key: str = "bench-key") -> tuple[subprocess.Popen, str]:
+    """The floor: a bare pass-through proxy to the provider (`bench.floor_proxy`)."""
+    proc = subprocess.Popen([sys.executable, "-m", "bench.floor_proxy", "--upstream", fake_url, "--key", key],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    m = re.search(r"Proxy (http://\S+)", proc.stdout.readline())
+    if not m:
+        proc.kill()
+        raise RuntimeError("the floor proxy did not start")
+    return proc, m.group(1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mode", choices=["latency", "stream"], default="latency")
@@ -246,46 +365,43 @@ def main() -> None:
                     help="seconds between the fake's stream chunks (0: back to back, the worst case)")
     ap.add_argument("--workers", type=int, default=1,
                     help="gateway worker processes (FUNCTIONS_WORKER_PROCESS_COUNT; default 1)")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 4; 2 with --quick)")
     args = ap.parse_args()
-    if args.mode == "stream":
-        fake, fake_url = start_fake(200, " ".join(f"w{i}" for i in range(200)), args.chunk_interval)
-    else:
-        fake, fake_url = start_canned()
+    rounds = args.rounds or (2 if args.quick else 4)
+    fake, fake_url = start_canned(200, args.chunk_interval)
+    floor, floor_url = start_floor(fake_url)
     gw_url, stop = start_devhost(env=gateway_env(fake_url, args.workers), extra_args=["--log-level", "warning"])
     try:
         print(f"# bench_gateway --mode {args.mode} --chunk-interval {args.chunk_interval} --workers {args.workers} "
-              f"({os.cpu_count()} cores; fake, gateway and client on one machine)")
+              f"--rounds {rounds} ({os.cpu_count()} cores; provider, proxy, gateway and client on one machine)")
         direct_path = fake_url.split("127.0.0.1:", 1)[1].split("/", 1)[1]
-        direct = (fake_url.rsplit("/v1", 1)[0], "/" + direct_path + "/chat/completions", {"Authorization": "Bearer bench-key"})
-        gateway = (gw_url, "/api/v1/chat/completions", {})
+        targets = [
+            Target("direct", fake_url.rsplit("/v1", 1)[0], "/" + direct_path + "/chat/completions",
+                   {"Authorization": "Bearer bench-key"}, "bench-model"),
+            Target("proxy", floor_url, "/v1/chat/completions", {}, "bench-model", floor.pid),
+            Target("gateway", gw_url, "/api/v1/chat/completions", {}, "auto", stop.proc.pid),
+        ]
         if args.mode == "latency":
-            body = json.dumps({"model": "bench-model" , "messages": [{"role": "user", "content": PROMPT}]}).encode()
-            gw_body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": PROMPT}]}).encode()
-            n1, n32, secs = (500, 3000, 10) if args.quick else (3000, 20000, 20)
+            bodies = {m: json.dumps({"model": m, "messages": [{"role": "user", "content": PROMPT}]}).encode()
+                      for m in ("bench-model", "auto")}
+            n1, n32 = (500, 3000) if args.quick else (3000, 20000)
             for conc, n in ((1, n1), (32, n32)):
-                d = run(run_load(direct[0], direct[1], body, direct[2], conc, n, secs))
-                g, cpu = run_with_cpu(stop.proc.pid, run_load(gateway[0], gateway[1], gw_body, gateway[2], conc, n, secs))
-                cpu_ms = cpu * 1000 / max(1, g["n"] + conc)
-                print(f"concurrency {conc:>2}: direct  n={d['n']:>6} p50 {d['p50_ms']:.3f} ms  p99 {d['p99_ms']:.3f} ms  {d['rps']:.0f} req/s  errors {d['errors']}")
-                print(f"concurrency {conc:>2}: gateway n={g['n']:>6} p50 {g['p50_ms']:.3f} ms  p99 {g['p99_ms']:.3f} ms  {g['rps']:.0f} req/s  errors {g['errors']}")
-                print(f"concurrency {conc:>2}: added   p50 {g['p50_ms'] - d['p50_ms']:.3f} ms  p99 {g['p99_ms'] - d['p99_ms']:.3f} ms"
-                      f"  (gateway CPU {cpu_ms:.3f} ms per request)")
+                def measure(t: Target, conc=conc, n=n):
+                    load = run_load(t.url, t.path, bodies[t.model], t.headers, conc, n // rounds, 20)
+                    return (*run_with_cpu(t.pid, load), ("latency",))
+                report(f"concurrency {conc:>2}", interleaved(targets, rounds, measure), ("latency",), "request", 3)
         else:
-            payload = {"model": "bench-model", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
-            gw_payload = {**payload, "model": "auto"}
             for conc, n, steady, label in stream_runs(args.chunk_interval > 0, args.quick):
-                d = run(run_streams(direct[0], direct[1], payload, direct[2], conc, n, steady))
-                g, cpu = run_with_cpu(stop.proc.pid, run_streams(gateway[0], gateway[1], gw_payload, gateway[2], conc, n, steady))
-                cpu_ms = cpu * 1000 / (g["n"] + 1)  # + the warm-up stream
-                for name, r in (("direct ", d), ("gateway", g)):
-                    print(f"concurrency {label}: {name} n={r['n']:>4} TTFT p50 {r['ttft_p50_ms']:.2f} ms p99 {r['ttft_p99_ms']:.2f} ms"
-                          f"  total p50 {r['total_p50_ms']:.2f} ms p99 {r['total_p99_ms']:.2f} ms  errors {r['errors']}")
-                print(f"concurrency {label}: added   TTFT p50 {g['ttft_p50_ms'] - d['ttft_p50_ms']:.2f} ms"
-                      f"  total p50 {g['total_p50_ms'] - d['total_p50_ms']:.2f} ms  (gateway CPU {cpu_ms:.2f} ms per stream)")
+                def measure(t: Target, conc=conc, n=n, steady=steady):
+                    payload = {"model": t.model, "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
+                    return (*run_with_cpu(t.pid, run_streams(t.url, t.path, payload, t.headers, conc, n, steady)),
+                            ("TTFT", "total"))
+                report(f"concurrency {label}", interleaved(targets, rounds, measure), ("TTFT", "total"), "stream", 2)
     finally:
         stop()
-        fake.terminate()
-        fake.wait(5)
+        for proc in (floor, fake):
+            proc.terminate()
+            proc.wait(5)
 
 
 if __name__ == "__main__":
