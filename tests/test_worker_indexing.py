@@ -171,6 +171,20 @@ def test_the_worker_serves_the_app_as_http_streams(indexed):
     assert result["streams_server_status"] == 500
 
 
+def test_the_workers_streams_server_parses_http_with_httptools():
+    """The HTTP extension runs uvicorn with its defaults (`http="auto"`), which parses requests
+    with httptools when it is installed and with the pure-Python h11 otherwise; so the
+    deployed requirements carry httptools, and pin the uvicorn the local host also runs."""
+    import uvicorn
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    config = uvicorn.Config(lambda scope, receive, send: None, host="127.0.0.1", port=0)  # as the extension builds it
+    config.load()
+    assert config.http_protocol_class is HttpToolsProtocol
+    deployed = (ROOT / "requirements.txt").read_text()
+    assert re.search(r"^httptools==\S+$", deployed, re.M) and re.search(r"^uvicorn==\S+$", deployed, re.M)
+
+
 # 2. Routes the host would refuse ---------------------------------------------------------------
 
 def test_no_two_functions_share_a_route_and_method(indexed):
