@@ -134,3 +134,22 @@ def test_interleaved_rounds_rotate_the_order_and_pool_each_target():
     assert order == ["direct", "proxy", "gateway", "proxy", "gateway", "direct", "gateway", "direct", "proxy"]
     assert pools["proxy"].n == 6 and pools["proxy"].served == 9 and pools["proxy"].cpu == 0.75
     assert pools["gateway"].p("latency", 50) == 3.0 and pools["gateway"].per_round == [3.0, 3.0, 3.0]
+
+
+@pytest.mark.parametrize("target", ["gateway", "proxy"])
+def test_the_in_process_profile_serves_every_request(target):
+    """bench/profile_gateway.py drives the app (or the bare proxy) through ASGI against the
+    canned provider: every request answered 200, and a CPU figure per request."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "bench/profile_gateway.py", "--target", target, "--concurrency", "4",
+                          "--requests", "64", "--profile", "5"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "64 requests, errors 0" in out.stdout
+    cpu = re.search(rf"{target} CPU in-process: ([\d.]+) µs per request", out.stdout)
+    assert cpu and float(cpu.group(1)) > 0
+    assert "Ordered by: internal time" in out.stdout
