@@ -65,7 +65,6 @@ class CannedStream:
             return _event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
         pieces = [f"w{i}" + (" " if i < chunks - 1 else "") for i in range(chunks)]
-        self.text = "".join(pieces)
         usage = {"prompt_tokens": 19, "completion_tokens": chunks, "total_tokens": 19 + chunks}
         self.first = STREAM_HEAD + _framed(chunk({"role": "assistant", "content": ""}) + chunk({"content": pieces[0]}))
         self.rest = [_framed(chunk({"content": p})) for p in pieces[1:]]
