@@ -495,3 +495,28 @@ async def test_sse_with_crlf_line_endings_split_across_reads_streams_whole():
     assert text == "Hello, world"
     assert [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")][-1] == "stop"
     assert chunks[-1]["usage"]["completion_tokens"] == 4
+
+
+async def test_a_request_leaves_no_async_generator_for_the_event_loop_to_finalize(gateway):
+    """The walk over the candidates is closed as the request ends, in its own task. Left to
+    the event loop's finalizer instead, each request would cost a thread-safe wake-up of the
+    loop (an eventfd write and read) and an extra task."""
+    import gc
+    import sys
+
+    hooks = sys.get_asyncgen_hooks()
+    finalized: list[str] = []
+
+    def finalizer(agen) -> None:
+        finalized.append(agen.ag_code.co_qualname)
+        hooks.finalizer(agen)
+
+    sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=finalizer)
+    try:
+        assert (await gateway.router.complete(ask()))["route"]["provider"]
+        text = text_of(await collect(gateway.router.stream(ask(stream=True))))
+        gc.collect()
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+    assert text
+    assert finalized == []
