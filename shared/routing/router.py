@@ -7,10 +7,8 @@ Completions carry their routing decision under a `route` key.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from contextlib import aclosing
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from shared.config import GatewayConfig
@@ -57,27 +55,13 @@ class Router:
         request.request_id = request.request_id or os.urandom(16).hex()
         decision = self.decide(request)
         walk = CandidateWalk(self, request, decision)
-        async with aclosing(walk.candidates()) as candidates:
-            async for name, provider, admission, remaining in candidates:
-                t0 = self.clock()
-                try:
-                    async with asyncio.timeout(remaining):
-                        result = await self._call(provider, request)
-                except ProviderError as err:
-                    await walk.failed(name, admission, err, t0)
-                    continue
-                except TimeoutError:
-                    await walk.timed_out(name, admission, t0, "deadline")
-                    continue
-                except asyncio.CancelledError:
-                    await self.breakers.release(admission)
-                    raise
-                elapsed = walk.elapsed_ms(t0)
-                await self.breakers.record(admission, ok=True, latency=elapsed / 1000)
-                self.latency.observe(name, elapsed)
-                walk.succeeded(name, elapsed)
-                return self._finish_ok(request, decision, walk.attempts, name, result, walk.started)
-        raise walk.exhausted()
+        name, admission, result, t0 = await walk.first_success(
+            lambda provider: self._call(provider, request), lambda name, remaining: remaining, "deadline")
+        elapsed = walk.elapsed_ms(t0)
+        await self.breakers.record(admission, ok=True, latency=elapsed / 1000)
+        self.latency.observe(name, elapsed)
+        walk.succeeded(name, elapsed)
+        return self._finish_ok(request, decision, walk.attempts, name, result, walk.started)
 
     async def _call(self, provider: ChatProvider, request: ChatRequest) -> Completion:
         try:

@@ -9,9 +9,7 @@ stall ends the stream with `StreamInterrupted` (rendered as an error event and
 
 from __future__ import annotations
 
-import asyncio
 import os
-from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, AsyncIterator, NoReturn, Protocol
 
 from shared.errors import GatewayError
@@ -198,26 +196,14 @@ async def open_candidate_stream(router: "Router", request: ChatRequest) -> Route
     request.request_id = request.request_id or os.urandom(16).hex()
     decision = router.decide(request)
     walk = CandidateWalk(router, request, decision)
-    async with aclosing(walk.candidates()) as candidates:
-        async for name, provider, admission, remaining in candidates:
-            t0 = router.clock()
-            try:
-                async with asyncio.timeout(min(remaining, router.config.providers[name].timeouts.total_seconds)):
-                    source, buffered, exhausted = await _until_first_token(provider, request)
-            except ProviderError as err:
-                await walk.failed(name, admission, err, t0)
-                continue
-            except TimeoutError:
-                await walk.timed_out(name, admission, t0, "no first token in time")
-                continue
-            except asyncio.CancelledError:
-                await router.breakers.release(admission)
-                raise
-            ttft = router.clock() - t0
-            walk.succeeded(name, ttft * 1000)
-            return RoutedStream(router, request, decision, walk.attempts, name, admission, source, buffered,
-                                walk.started, ttft, exhausted)
-    raise walk.exhausted()
+    name, admission, (source, buffered, exhausted), t0 = await walk.first_success(
+        lambda provider: _until_first_token(provider, request),
+        lambda name, remaining: min(remaining, router.config.providers[name].timeouts.total_seconds),
+        "no first token in time")
+    ttft = router.clock() - t0
+    walk.succeeded(name, ttft * 1000)
+    return RoutedStream(router, request, decision, walk.attempts, name, admission, source, buffered,
+                        walk.started, ttft, exhausted)
 
 
 class ChunkSourceLike(Protocol):

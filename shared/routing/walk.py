@@ -8,7 +8,8 @@ own error goes back as it is, a spent budget is a 504, and running out of candid
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncIterator
+import asyncio
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from shared.errors import GatewayError
 from shared.providers.base import UNAVAILABLE, ProviderError
@@ -30,26 +31,58 @@ class CandidateWalk:
         self.attempts: list[Attempt] = []
         self.retry_after: float | None = None
 
-    async def candidates(self) -> AsyncIterator[tuple[str, Any, Any, float]]:
-        """Yield (name, provider, admission, seconds left) for each candidate worth trying."""
+    async def first_success(
+        self,
+        call: Callable[[Any], Awaitable[Any]],
+        timeout_for: Callable[[str, float], float],
+        timeout_reason: str,
+    ) -> tuple[str, Any, Any, float]:
+        """Try each candidate worth trying until `call(provider)` succeeds within
+        `timeout_for(name, seconds left)`: (name, admission, result, start time).
+
+        Failures are booked as they happen (`failed`, `timed_out`); a caller's own error or a
+        spent budget ends the walk at once, and running out of candidates raises `exhausted()`.
+        A plain loop rather than an async generator, so nothing is left for the event loop to
+        finalize when a candidate succeeds.
+        """
         router = self.router
         for name in self.decision.candidates[: router.config.limits.max_attempts]:
-            if not router.config.providers[name].enabled:
-                self.attempts.append(Attempt(name, "skipped", "disabled"))
+            admitted = await self._admit(name)
+            if admitted is None:
                 continue
-            admission = await router.breakers.admit(name)
-            if not admission.allowed:
-                self.attempts.append(Attempt(name, "skipped", admission.reason or f"breaker {admission.state}"))
-                self._note_retry_after(admission.retry_after)
-                continue
-            remaining = self.deadline - router.clock()
-            if remaining <= 0:
+            admission, remaining = admitted
+            t0 = router.clock()
+            try:
+                async with asyncio.timeout(timeout_for(name, remaining)):
+                    return name, admission, await call(router.providers[name]), t0
+            except ProviderError as err:
+                await self.failed(name, admission, err, t0)
+            except TimeoutError:
+                await self.timed_out(name, admission, t0, timeout_reason)
+            except asyncio.CancelledError:
                 await router.breakers.release(admission)
-                raise self._ended(504, self.deadline_error())
-            if self.attempts and self.attempts[-1].outcome == "failed":
-                last = self.attempts[-1]
-                router.observer.failover(last.provider, name, last.reason)
-            yield name, router.providers[name], admission, remaining
+                raise
+        raise self.exhausted()
+
+    async def _admit(self, name: str) -> tuple[Any, float] | None:
+        """(admission, seconds left) if `name` is worth trying now; None (booked as skipped) if not."""
+        router = self.router
+        if not router.config.providers[name].enabled:
+            self.attempts.append(Attempt(name, "skipped", "disabled"))
+            return None
+        admission = await router.breakers.admit(name)
+        if not admission.allowed:
+            self.attempts.append(Attempt(name, "skipped", admission.reason or f"breaker {admission.state}"))
+            self._note_retry_after(admission.retry_after)
+            return None
+        remaining = self.deadline - router.clock()
+        if remaining <= 0:
+            await router.breakers.release(admission)
+            raise self._ended(504, self.deadline_error())
+        if self.attempts and self.attempts[-1].outcome == "failed":
+            last = self.attempts[-1]
+            router.observer.failover(last.provider, name, last.reason)
+        return admission, remaining
 
     def elapsed_ms(self, t0: float) -> float:
         return (self.router.clock() - t0) * 1000
