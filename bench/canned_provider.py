@@ -124,8 +124,8 @@ class CannedProtocol(asyncio.Protocol):
             self.transport.write(error("404 Not Found", "no such path"))
         elif not self.authorized:
             self.transport.write(error("401 Unauthorized", "Incorrect API key provided"))
-        elif self.stream is not None and b'"stream"' in self.body and _wants_stream(self.body):
-            self._start_stream(_wants_usage(self.body))
+        elif self.stream is not None and b'"stream"' in self.body and (usage := _stream_usage(self.body)) is not None:
+            self._start_stream(usage)
         else:
             self.transport.write(self.ok)
 
@@ -159,15 +159,15 @@ class CannedProtocol(asyncio.Protocol):
         self._pace(i + 1, tail)
 
 
-def _wants_stream(body: bytes) -> bool:
+def _stream_usage(body: bytes) -> bool | None:
+    """None unless the request asks for a stream; then whether it asks for the usage chunk."""
     try:
-        return json.loads(body).get("stream") is True
-    except (ValueError, AttributeError):
-        return False
-
-
-def _wants_usage(body: bytes) -> bool:
-    options = json.loads(body).get("stream_options")
+        request = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(request, dict) or request.get("stream") is not True:
+        return None
+    options = request.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
