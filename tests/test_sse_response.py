@@ -95,3 +95,74 @@ async def test_a_cancellation_from_elsewhere_is_not_swallowed():
     with pytest.raises(asyncio.CancelledError):
         await serving
     assert events.closed.is_set()
+
+
+# -- through the gateway ---------------------------------------------------------------------------
+
+
+def one_write_stream(pieces: list[str]) -> bytes:
+    """A whole OpenAI stream, response head included, as a provider that answers at once sends it."""
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
+    events += [{**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces]
+    events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    return (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n" % len(body)) + body
+
+
+async def test_a_provider_answer_sent_at_once_starts_reaching_the_caller_before_it_is_all_relayed():
+    from shared import gateway as gateway_module
+    from shared.providers.http_provider import FIRST_LINES
+    from tests.fakes.llm import GarbageServer
+    from tests.gateway_helpers import function_app_asgi, make_gateway
+
+    pieces = [f"w{i} " for i in range(200)]
+    async with GarbageServer(one_write_stream(pieces)) as provider:
+        gw = make_gateway({"providers": {"p": {"kind": "openai", "endpoint": provider.url + "/v1", "model": "m",
+                                                "api_key_secret": "p-key"}},
+                           "routes": {"default": {"candidates": ["p"]}}}, {"P_KEY": "k"})
+        await gw.start()
+        saved = gateway_module._gateway, gateway_module._config_error
+        gateway_module._gateway, gateway_module._config_error = gw, None
+        body = json.dumps({"model": "auto", "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
+        requests = [{"type": "http.request", "body": body, "more_body": False}]
+        bodies: list[bytes] = []
+        loop_ran: list[bool] = []
+        ran = asyncio.Event()
+        finished = asyncio.Event()
+
+        async def receive():
+            if requests:
+                return requests.pop()
+            await finished.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            if message["type"] != "http.response.body":
+                return
+            if len(bodies) == 1:
+                loop_ran.append(ran.is_set())
+            bodies.append(message["body"])
+            if len(bodies) == 1:
+                asyncio.get_running_loop().call_soon(ran.set)  # runs at the loop's next turn
+
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": "/api/v1/chat/completions",
+                 "raw_path": b"/api/v1/chat/completions", "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"gateway.test"), (b"content-type", b"application/json")],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        try:
+            await asyncio.wait_for(function_app_asgi()(scope, receive, send), 10)
+        finally:
+            finished.set()
+            gateway_module._gateway, gateway_module._config_error = saved
+            await gw.close()
+
+    events = [json.loads(e.removeprefix(b"data: ")) for b in bodies for e in b.split(b"\n\n")
+              if e and e != b"data: [DONE]"]
+    first = [json.loads(e.removeprefix(b"data: ")) for e in bodies[0].split(b"\n\n") if e]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in events if c["choices"]) == "".join(pieces)
+    assert first[1]["choices"][0]["delta"]["content"] == "w0 "
+    assert len(first) <= FIRST_LINES < len(events), "the first write carries the first token, not the whole answer"
+    assert loop_ran == [True], "the event loop must turn (and send the first token) before the rest is relayed"

@@ -115,9 +115,15 @@ class EventStreamResponse(StreamingResponse):
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             try:
-                while (batch := await events.next_batch()) is not None:
+                if (batch := await events.next_batch()) is not None:
                     await send({"type": "http.response.body", "body": b"".join(map(sse_event, batch)),
                                 "more_body": True})
+                    # Let the loop send the first token before we go on: uvloop sends one
+                    # loop iteration's writes together, at its end.
+                    await asyncio.sleep(0)
+                    while (batch := await events.next_batch()) is not None:
+                        await send({"type": "http.response.body", "body": b"".join(map(sse_event, batch)),
+                                    "more_body": True})
                 tail = SSE_DONE
             except GatewayError as err:
                 tail = sse_event(err.body()) + SSE_DONE
