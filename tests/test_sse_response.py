@@ -113,12 +113,13 @@ def one_write_stream(pieces: list[str]) -> bytes:
 
 async def test_a_provider_answer_sent_at_once_starts_reaching_the_caller_before_it_is_all_relayed():
     from shared import gateway as gateway_module
-    from shared.providers.http_provider import FIRST_LINES
+    from shared.providers.transport import FIRST_READ_BYTES
     from tests.fakes.llm import GarbageServer
     from tests.gateway_helpers import function_app_asgi, make_gateway
 
     pieces = [f"w{i} " for i in range(200)]
-    async with GarbageServer(one_write_stream(pieces)) as provider:
+    answer = one_write_stream(pieces)
+    async with GarbageServer(answer) as provider:
         gw = make_gateway({"providers": {"p": {"kind": "openai", "endpoint": provider.url + "/v1", "model": "m",
                                                 "api_key_secret": "p-key"}},
                            "routes": {"default": {"candidates": ["p"]}}}, {"P_KEY": "k"})
@@ -164,5 +165,7 @@ async def test_a_provider_answer_sent_at_once_starts_reaching_the_caller_before_
     first = [json.loads(e.removeprefix(b"data: ")) for e in bodies[0].split(b"\n\n") if e]
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in events if c["choices"]) == "".join(pieces)
     assert first[1]["choices"][0]["delta"]["content"] == "w0 "
-    assert len(first) <= FIRST_LINES < len(events), "the first write carries the first token, not the whole answer"
+    sent_per_event = len(answer) / (len(pieces) + 3)
+    assert len(first) <= FIRST_READ_BYTES / sent_per_event + 1 < len(events), \
+        "the first write carries the first events, not the whole answer"
     assert loop_ran == [True], "the event loop must turn (and send the first token) before the rest is relayed"

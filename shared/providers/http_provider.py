@@ -17,23 +17,16 @@ returns True once the stream's end marker was read. It raises `ProviderError` fo
 event or a malformed line, with the chunks before it already appended."""
 
 
-FIRST_LINES = 8
-"""Until a stream's first chunk, a read is parsed this many lines at a time: when a provider
-sends much of its answer at once, the first token can leave before the rest is parsed."""
-
-
 class ChunkSource:
     """One open provider stream, read a network read at a time.
 
     `next_batch()` returns the chunks one read delivered (never an empty list), and None
-    after the end marker; until the first chunk, a long read is handed over in two parts
-    (its first `FIRST_LINES` lines, then the rest). A provider failure after some chunks of
-    a read is raised at the next call, so those chunks still count as received before it.
-    `close()` releases the connection (closing it, which cancels the upstream request,
-    unless read to its end).
+    after the end marker. A provider failure after some chunks of a read is raised at the
+    next call, so those chunks still count as received before it. `close()` releases the
+    connection (closing it, which cancels the upstream request, unless read to its end).
     """
 
-    __slots__ = ("_provider", "_reader", "_parse", "_eof_message", "_done", "_error", "_pending", "_started")
+    __slots__ = ("_provider", "_reader", "_parse", "_eof_message", "_done", "_error")
 
     def __init__(self, provider: str, reader: LineReader, parse: StreamParser, eof_message: str) -> None:
         self._provider = provider
@@ -42,22 +35,15 @@ class ChunkSource:
         self._eof_message = eof_message
         self._done = False
         self._error: ProviderError | None = None
-        self._pending: list[bytes] | None = None
-        self._started = False
 
     async def next_batch(self) -> list[Chunk] | None:
         if self._error is not None:
             err, self._error = self._error, None
             raise err
         while not self._done:
-            if self._pending is not None:
-                lines, self._pending = self._pending, None
-            else:
-                lines = await self._reader.read()
-                if lines is None:
-                    raise ProviderError(self._provider, STREAM_BROKEN, self._eof_message)
-                if not self._started and len(lines) > FIRST_LINES:
-                    lines, self._pending = lines[:FIRST_LINES], lines[FIRST_LINES:]
+            lines = await self._reader.read()
+            if lines is None:
+                raise ProviderError(self._provider, STREAM_BROKEN, self._eof_message)
             out: list[Chunk] = []
             try:
                 self._done = self._parse(lines, out)
@@ -66,7 +52,6 @@ class ChunkSource:
                     raise
                 self._error = err
             if out:
-                self._started = True
                 return out
         return None
 

@@ -224,9 +224,16 @@ class _IdleWatch:
         self._handle.cancel()
 
 
+FIRST_READ_BYTES = 2048
+"""A stream's reads are bounded to this many bytes until they yield a line: when a provider
+sends much of its answer at once, its first events reach the caller before the rest is taken
+in (aiohttp hands a buffered body over one HTTP chunk at a time, at a cost per chunk)."""
+
+
 class LineReader:
     """A response body's lines (without line endings), a list per network read: `read()`
-    returns the lines that read completed, as soon as it delivers them, and None at the end.
+    returns the lines that read completed, as soon as it delivers them, and None at the end
+    (until the first line, at most `FIRST_READ_BYTES` at a time).
 
     One awaited call per network read, rather than a generator per layer (each of which
     costs a resume per item it hands up). A silence longer than `idle_seconds` while
@@ -236,7 +243,7 @@ class LineReader:
     """
 
     __slots__ = ("_provider", "_resp", "_content", "_buffer", "_size", "_max", "_eof", "_watch", "_clock",
-                 "_stalled")
+                 "_stalled", "_started")
 
     def __init__(self, provider: str, resp: aiohttp.ClientResponse, idle_seconds: float, max_bytes: int) -> None:
         loop = asyncio.get_running_loop()
@@ -250,6 +257,7 @@ class LineReader:
         self._clock = loop.time
         self._watch = _IdleWatch(loop, idle_seconds, resp)
         self._stalled = f"stream stalled: no data for {idle_seconds:g}s"
+        self._started = False
 
     async def read(self) -> list[bytes] | None:
         watch = self._watch
@@ -257,7 +265,10 @@ class LineReader:
             watch.last = self._clock()
             watch.reading = True
             try:
-                data = await self._content.readany()
+                if self._started:
+                    data = await self._content.readany()
+                else:
+                    data = await self._content.read(FIRST_READ_BYTES)
             except aiohttp.ClientError as exc:
                 if watch.fired:
                     raise ProviderError(self._provider, TIMEOUT, self._stalled) from None
@@ -279,6 +290,7 @@ class LineReader:
             if data.find(b"\n") < 0:
                 self._buffer = buffer
                 continue
+            self._started = True
             crlf = buffer.find(b"\r") >= 0
             *lines, self._buffer = buffer.split(b"\n")
             return [line.rstrip(b"\r") for line in lines] if crlf else lines
