@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_gateway.py                    # non-streamed: c=1 and c=32
     .venv/bin/python bench/bench_gateway.py --workers 2        # the same with two worker processes
     .venv/bin/python bench/bench_gateway.py --mode stream --chunk-interval 0.005  # 200-chunk streams
+    .venv/bin/python bench/bench_gateway.py --mode stream --chunk-interval 0.005 --concurrency 16
     .venv/bin/python bench/bench_gateway.py --quick            # shorter runs
 
 Four kinds of process on this machine, all on 127.0.0.1: a stand-in OpenAI-compatible
@@ -22,8 +23,8 @@ Everything the machine spends on the stand-ins is taken from the gateway, so the
 as they can be: the provider is the canned one (`bench.canned_provider`: one completion, or a
 paced stream of 200 chunks), and the client a keep-alive HTTP/1.1 client written as a bare
 asyncio protocol (httptools parsing the responses), both on uvloop. Streams at concurrency 32
-run steady: the 32 workers' first starts are spread over one stream's duration and only the
-streams started while all 32 are in flight count (see `run_streams`).
+(`--concurrency`) run steady: the 32 workers' first starts are spread over one stream's duration
+and only the streams started while all 32 are in flight count (see `run_streams`).
 """
 
 from __future__ import annotations
@@ -325,12 +326,11 @@ def print_rounds(prefix: str, pools: dict[str, Pool], what: str) -> None:
             print(f"{prefix}: {name:<8} {what} by round: {rounds}")
 
 
-def stream_runs(paced: bool, quick: bool) -> list[tuple[int, int, bool, str]]:
-    """(concurrency, streams per target per round, steady, label) for the stream benchmarks."""
-    if quick:
-        runs = [(1, 5 if paced else 15, False), (32, 64 if paced else 96, True)]
-    else:
-        runs = [(1, 15 if paced else 25, False), (32, 128 if paced else 320, True)]
+def stream_runs(paced: bool, quick: bool, loaded: int = 32) -> list[tuple[int, int, bool, str]]:
+    """(concurrency, streams per target per round, steady, label) for the stream benchmarks:
+    concurrency 1, then `loaded` concurrent streams, steady."""
+    per_stream = (2 if paced else 3) if quick else (4 if paced else 10)
+    runs = [(1, (5 if paced else 15) if quick else (15 if paced else 25), False), (loaded, per_stream * loaded, True)]
     return [(c, n, steady, f"{c:>2}" + (" steady" if steady else "")) for c, n, steady in runs]
 
 
@@ -365,6 +365,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1,
                     help="gateway worker processes (FUNCTIONS_WORKER_PROCESS_COUNT; default 1)")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 4; 2 with --quick)")
+    ap.add_argument("--concurrency", type=int, default=32,
+                    help="streams in flight in the loaded stream run (default 32; the Bicep lets one instance "
+                         "take 16)")
     args = ap.parse_args()
     rounds = args.rounds or (2 if args.quick else 4)
     fake, fake_url = start_canned(200, args.chunk_interval)
@@ -390,7 +393,7 @@ def main() -> None:
                     return (*run_with_cpu(t.pid, load), ("latency",))
                 report(f"concurrency {conc:>2}", interleaved(targets, rounds, measure), ("latency",), "request", 3)
         else:
-            for conc, n, steady, label in stream_runs(args.chunk_interval > 0, args.quick):
+            for conc, n, steady, label in stream_runs(args.chunk_interval > 0, args.quick, args.concurrency):
                 def measure(t: Target, conc=conc, n=n, steady=steady):
                     payload = {"model": t.model, "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
                     return (*run_with_cpu(t.pid, run_streams(t.url, t.path, payload, t.headers, conc, n, steady)),
