@@ -81,7 +81,9 @@ class EventStream(Protocol):
 
 class EventStreamResponse(StreamingResponse):
     """Chunks as server-sent events: one write per batch the stream hands over, flushed as it
-    comes; a stream that breaks ends with an OpenAI-style error event, then `[DONE]`.
+    comes (after the first, the loop turns once, so the first events leave before the rest of
+    a burst is relayed); a stream that breaks ends with an OpenAI-style error event, then
+    `[DONE]`.
 
     Writes from the task serving the request, in one loop: Starlette's StreamingResponse
     (under an ASGI server older than spec 2.4, such as the Functions worker's uvicorn)
@@ -116,14 +118,12 @@ class EventStreamResponse(StreamingResponse):
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             try:
                 if (batch := await events.next_batch()) is not None:
-                    await send({"type": "http.response.body", "body": b"".join(map(sse_event, batch)),
-                                "more_body": True})
-                    # Let the loop send the first token before we go on: uvloop sends one
+                    await send(_events_message(batch))
+                    # Let the loop send the first events before we go on: uvloop sends one
                     # loop iteration's writes together, at its end.
                     await asyncio.sleep(0)
                     while (batch := await events.next_batch()) is not None:
-                        await send({"type": "http.response.body", "body": b"".join(map(sse_event, batch)),
-                                    "more_body": True})
+                        await send(_events_message(batch))
                 tail = SSE_DONE
             except GatewayError as err:
                 tail = sse_event(err.body()) + SSE_DONE
@@ -138,3 +138,8 @@ class EventStreamResponse(StreamingResponse):
             state["writing"] = False
             watcher.cancel()
             await events.aclose()
+
+
+def _events_message(batch: list[Any]) -> dict[str, Any]:
+    """One ASGI body message carrying a batch of chunks as server-sent events."""
+    return {"type": "http.response.body", "body": b"".join(map(sse_event, batch)), "more_body": True}
