@@ -29,6 +29,13 @@ def build_app(upstream: str, key: str):
 
     async def app(scope, receive, send) -> None:
         nonlocal session
+        if scope["type"] == "lifespan":  # (uvicorn runs it with lifespan off; profile_gateway shuts it down)
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            if session is not None:
+                await session.close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
         if scope["type"] != "http":
             return
         if session is None:

@@ -85,6 +85,23 @@ async def load(app, body: bytes, concurrency: int, total: int, spread: float, pr
     return time.process_time() - cpu, errors
 
 
+async def profile(app, body: bytes, concurrency: int, total: int, spread: float, profiler) -> tuple[float, int]:
+    """`load`, then an ASGI lifespan shutdown, so the app can close what it holds (the bare
+    proxy's aiohttp session; the devhost app ignores lifespan scopes)."""
+    try:
+        return await load(app, body, concurrency, total, spread, profiler)
+    finally:
+        messages = [{"type": "lifespan.shutdown"}]
+
+        async def receive() -> dict:
+            return messages.pop()
+
+        async def send(message: dict) -> None:
+            pass
+
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mode", choices=["latency", "stream"], default="latency")
@@ -121,7 +138,7 @@ def main() -> None:
 
             profiler = cProfile.Profile()
         spread = 200 * args.chunk_interval if stream else 0.0  # steady streams: starts over one stream's time
-        cpu, errors = run(load(app, body, args.concurrency, total, spread, profiler))
+        cpu, errors = run(profile(app, body, args.concurrency, total, spread, profiler))
         served = total // args.concurrency * args.concurrency
         unit = "stream" if stream else "request"
         print(f"# profile_gateway --target {args.target} --mode {args.mode} --concurrency {args.concurrency} "

@@ -153,3 +153,4 @@ def test_the_in_process_profile_serves_every_request(target):
     cpu = re.search(rf"{target} CPU in-process: ([\d.]+) µs per request", out.stdout)
     assert cpu and float(cpu.group(1)) > 0
     assert "Ordered by: internal time" in out.stdout
+    assert "Unclosed" not in out.stderr, "the app's aiohttp session must be closed at the end"
