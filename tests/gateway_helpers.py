@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import httpx2 as httpx
 
@@ -62,14 +62,21 @@ def function_app_asgi():
     return _ASGI
 
 
-@contextlib.asynccontextmanager
-async def asgi_client(gateway) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for function_app.py in-process, with `gateway` as the instance's gateway."""
+@contextlib.contextmanager
+def installed(gateway) -> Iterator[None]:
+    """`gateway` as the instance's gateway (what function_app.py serves) while in the block."""
     saved = gateway_module._gateway, gateway_module._config_error
     gateway_module._gateway, gateway_module._config_error = gateway, None
     try:
+        yield
+    finally:
+        gateway_module._gateway, gateway_module._config_error = saved
+
+
+@contextlib.asynccontextmanager
+async def asgi_client(gateway) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for function_app.py in-process, with `gateway` as the instance's gateway."""
+    with installed(gateway):
         transport = httpx.ASGITransport(app=function_app_asgi())
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test", timeout=10) as client:
             yield client
-    finally:
-        gateway_module._gateway, gateway_module._config_error = saved

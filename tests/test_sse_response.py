@@ -112,10 +112,9 @@ def one_write_stream(pieces: list[str]) -> bytes:
 
 
 async def test_a_provider_answer_sent_at_once_starts_reaching_the_caller_before_it_is_all_relayed():
-    from shared import gateway as gateway_module
     from shared.providers.transport import FIRST_READ_BYTES
     from tests.fakes.llm import GarbageServer
-    from tests.gateway_helpers import function_app_asgi, make_gateway
+    from tests.gateway_helpers import function_app_asgi, installed, make_gateway
 
     pieces = [f"w{i} " for i in range(200)]
     answer = one_write_stream(pieces)
@@ -124,8 +123,6 @@ async def test_a_provider_answer_sent_at_once_starts_reaching_the_caller_before_
                                                 "api_key_secret": "p-key"}},
                            "routes": {"default": {"candidates": ["p"]}}}, {"P_KEY": "k"})
         await gw.start()
-        saved = gateway_module._gateway, gateway_module._config_error
-        gateway_module._gateway, gateway_module._config_error = gw, None
         body = json.dumps({"model": "auto", "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
         requests = [{"type": "http.request", "body": body, "more_body": False}]
         bodies: list[bytes] = []
@@ -154,10 +151,10 @@ async def test_a_provider_answer_sent_at_once_starts_reaching_the_caller_before_
                  "headers": [(b"host", b"gateway.test"), (b"content-type", b"application/json")],
                  "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
         try:
-            await asyncio.wait_for(function_app_asgi()(scope, receive, send), 10)
+            with installed(gw):
+                await asyncio.wait_for(function_app_asgi()(scope, receive, send), 10)
         finally:
             finished.set()
-            gateway_module._gateway, gateway_module._config_error = saved
             await gw.close()
 
     events = [json.loads(e.removeprefix(b"data: ")) for b in bodies for e in b.split(b"\n\n")
