@@ -50,10 +50,11 @@ from devhost.testing import start_devhost  # noqa: E402
 PROMPT = "Please answer briefly: what is the capital of France, and why is it famous?"
 
 
-def _start_provider(module: str, *args: str) -> tuple[subprocess.Popen, str]:
+def _start_server(module: str, banner: str, *args: str) -> tuple[subprocess.Popen, str]:
+    """Run `python -m module args` and wait for its first line, `<banner> http://...`: (process, URL)."""
     proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
-    m = re.search(r"OpenAI (http://\S+)", line)
+    m = re.search(rf"{banner} (http://\S+)", line)
     if not m:
         proc.kill()
         raise RuntimeError(f"{module} did not start: {line!r}")
@@ -63,8 +64,8 @@ def _start_provider(module: str, *args: str) -> tuple[subprocess.Popen, str]:
 def start_canned(chunks: int = 200, chunk_interval: float = 0.0) -> tuple[subprocess.Popen, str]:
     """The canned provider (`bench.canned_provider`): completions, and streams of `chunks`
     content chunks `chunk_interval` seconds apart."""
-    return _start_provider("bench.canned_provider", "--key", "bench-key", "--chunks", str(chunks),
-                           "--chunk-interval", str(chunk_interval))
+    return _start_server("bench.canned_provider", "OpenAI", "--key", "bench-key", "--chunks", str(chunks),
+                         "--chunk-interval", str(chunk_interval))
 
 
 class RawClient(asyncio.Protocol):
@@ -347,13 +348,7 @@ def gateway_env(fake_url: str, workers: int = 1) -> dict[str, str | None]:
 
 def start_floor(fake_url: str, key: str = "bench-key") -> tuple[subprocess.Popen, str]:
     """The floor: a bare pass-through proxy to the provider (`bench.floor_proxy`)."""
-    proc = subprocess.Popen([sys.executable, "-m", "bench.floor_proxy", "--upstream", fake_url, "--key", key],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    m = re.search(r"Proxy (http://\S+)", proc.stdout.readline())
-    if not m:
-        proc.kill()
-        raise RuntimeError("the floor proxy did not start")
-    return proc, m.group(1)
+    return _start_server("bench.floor_proxy", "Proxy", "--upstream", fake_url, "--key", key)
 
 
 def main() -> None:
