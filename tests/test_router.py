@@ -498,9 +498,9 @@ async def test_sse_with_crlf_line_endings_split_across_reads_streams_whole():
 
 
 async def test_a_request_leaves_no_async_generator_for_the_event_loop_to_finalize(gateway):
-    """The walk over the candidates is closed as the request ends, in its own task. Left to
-    the event loop's finalizer instead, each request would cost a thread-safe wake-up of the
-    loop (an eventfd write and read) and an extra task."""
+    """The walk over the candidates leaves nothing behind when a candidate succeeds. An async
+    generator abandoned there would be left to the event loop's finalizer, and each request
+    would cost a thread-safe wake-up of the loop (an eventfd write and read) and an extra task."""
     import gc
     import sys
 
