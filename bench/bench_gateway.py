@@ -369,8 +369,9 @@ def main() -> None:
     floor, floor_url = start_floor(fake_url)
     gw_url, stop = start_devhost(env=gateway_env(fake_url, args.workers), extra_args=["--log-level", "warning"])
     try:
+        loaded = f"--concurrency {args.concurrency} " if args.mode == "stream" and args.concurrency != 32 else ""
         print(f"# bench_gateway --mode {args.mode} --chunk-interval {args.chunk_interval} --workers {args.workers} "
-              f"--rounds {rounds} ({os.cpu_count()} cores; provider, proxy, gateway and client on one machine)")
+              f"--rounds {rounds} {loaded}({os.cpu_count()} cores; provider, proxy, gateway and client on one machine)")
         direct_path = fake_url.split("127.0.0.1:", 1)[1].split("/", 1)[1]
         targets = [
             Target("direct", fake_url.rsplit("/v1", 1)[0], "/" + direct_path + "/chat/completions",
